@@ -1,0 +1,80 @@
+//! Maps, load-time globals and helpers shared by every hook.
+
+use aya_ebpf::{
+    Global,
+    helpers::bpf_probe_read_kernel,
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use monitor_common::{Event, OFFSET_UNKNOWN, counter};
+
+/// Set by the daemon before load: only this network namespace (0 = all).
+#[unsafe(no_mangle)]
+static NETNS_FILTER: Global<u32> = Global::new(0);
+/// Offsets resolved from the running kernel's BTF by the daemon; Rust eBPF
+/// has no CO-RE, so nothing layout-dependent is baked in at build time.
+#[unsafe(no_mangle)]
+static SKC_NET_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
+#[unsafe(no_mangle)]
+static NET_INUM_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
+
+/// Every event for userspace. 256 KiB by default (4096 events); the daemon
+/// may resize it before load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Counts that need no userspace, summed over CPUs by the daemon on scrape.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+pub fn bump(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot, and the kernel never runs two tracing programs
+        // nested on one CPU (bpf_prog_active), so a plain add is race-free.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Network namespace inode of `sk`, or 0 when it cannot be read.
+#[inline(always)]
+pub fn netns_of(sk: u64) -> u32 {
+    let skc_net = SKC_NET_OFFSET.load();
+    let inum = NET_INUM_OFFSET.load();
+    if skc_net == OFFSET_UNKNOWN || inum == OFFSET_UNKNOWN {
+        return 0;
+    }
+    let net = match unsafe { bpf_probe_read_kernel((sk + skc_net as u64) as *const u64) } {
+        Ok(net) if net != 0 => net,
+        _ => {
+            bump(counter::NETNS_READ_FAILED);
+            return 0;
+        }
+    };
+    match unsafe { bpf_probe_read_kernel((net + inum as u64) as *const u32) } {
+        Ok(ino) => ino,
+        Err(_) => {
+            bump(counter::NETNS_READ_FAILED);
+            0
+        }
+    }
+}
+
+/// True when events of namespace `netns` should be reported.
+#[inline(always)]
+pub fn netns_wanted(netns: u32) -> bool {
+    let filter = NETNS_FILTER.load();
+    filter == 0 || filter == netns
+}
+
+/// Copies `event` into the ring buffer, counting a drop when it is full.
+#[inline(always)]
+pub fn emit(event: Event) {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(0);
+        }
+        None => bump(counter::RINGBUF_FULL),
+    }
+}

@@ -1,0 +1,224 @@
+//! `twmon run`: wires kernel -> ring buffer -> decoder -> stats, the
+//! sock_diag snapshot loop, and the HTTP server, and tears it all down on
+//! SIGINT/SIGTERM.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::{
+    cli::RunArgs,
+    diag,
+    event::decode,
+    http::{self, ScrapeSource},
+    metrics::Scrape,
+    netns::{self, Netns},
+    probes::{self, LoadOptions, Probes},
+    stats::{Population, Stats},
+};
+
+/// State shared between the event loop, the snapshot loop and scrapes.
+struct Shared {
+    stats: Mutex<Stats>,
+    population: Mutex<Population>,
+    counters: Mutex<PerCpuArray<MapData, u64>>,
+}
+
+impl ScrapeSource for Shared {
+    fn scrape(&self) -> Scrape {
+        // A poisoned lock only means another task panicked mid-update of
+        // plain counters; the numbers are still the best we have.
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot();
+        let population = *self
+            .population
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        Scrape {
+            stats,
+            population,
+            ringbuf_drops: Probes::ringbuf_drops(&counters),
+        }
+    }
+}
+
+/// Which namespaces sock_diag dumps cover.
+#[derive(Clone)]
+enum Scope {
+    One(Netns),
+    All,
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run_async(args));
+    // Leaves any in-flight sock_diag dump behind instead of waiting on it.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+async fn run_async(args: RunArgs) -> Result<()> {
+    let scope = match &args.netns {
+        Some(arg) => Scope::One(netns::resolve(arg)?),
+        None => Scope::All,
+    };
+    // Bind before loading anything, so a busy port fails fast and cleanly.
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: pick another address with --listen",
+            args.listen
+        )
+    })?;
+
+    let probes = probes::load(&LoadOptions {
+        netns_filter: match &scope {
+            Scope::One(ns) => Some(ns.inode),
+            Scope::All => None,
+        },
+        ring_bytes: args.ring_buffer_bytes,
+    })?;
+    let Probes { ring, counters, .. } = probes;
+    let own = netns::current()?;
+    let initial = snapshot(scope.clone(), own.inode).await?;
+
+    let shared = Arc::new(Shared {
+        stats: Mutex::new(Stats::default()),
+        population: Mutex::new(initial),
+        counters: Mutex::new(counters),
+    });
+    match &scope {
+        Scope::One(ns) => log::info!(
+            "watching network namespace {} ({})",
+            ns.inode,
+            ns.path.display()
+        ),
+        Scope::All => log::info!("watching all network namespaces"),
+    }
+    log::info!(
+        "serving metrics on http://{}/metrics",
+        listener.local_addr()?
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let events = tokio::spawn(read_events(ring, shared.clone()));
+    let snapshots = tokio::spawn(snapshot_loop(
+        scope,
+        own.inode,
+        args.snapshot_interval,
+        shared.clone(),
+    ));
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(http::serve(listener, shared.clone(), async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    }));
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let outcome = tokio::select! {
+        _ = sigterm.recv() => { log::info!("SIGTERM: shutting down"); Ok(()) }
+        _ = sigint.recv() => { log::info!("SIGINT: shutting down"); Ok(()) }
+        r = events => flatten(r, "event reader"),
+        r = snapshots => flatten(r, "snapshot loop"),
+        r = server => flatten(r, "HTTP server"),
+    };
+    let _ = stop_tx.send(true);
+    // Programs detach when the last owner of the maps and links drops,
+    // which happens as this function and its tasks unwind.
+    outcome
+}
+
+fn flatten(joined: Result<Result<()>, tokio::task::JoinError>, what: &str) -> Result<()> {
+    match joined {
+        Ok(Ok(())) => Err(anyhow::anyhow!("{what} stopped unexpectedly")),
+        Ok(Err(err)) => Err(err.context(format!("{what} failed"))),
+        Err(err) => Err(anyhow::anyhow!("{what} panicked: {err}")),
+    }
+}
+
+/// Drains the ring buffer whenever the kernel signals it readable.
+async fn read_events(ring: RingBuf<MapData>, shared: Arc<Shared>) -> Result<()> {
+    // SAFETY: the RingBuf owns its map fd and closes it only when dropped,
+    // and it is moved into the AsyncFd, so the fd stays valid and the same
+    // for the AsyncFd's whole lifetime.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer with the runtime: {e}"))?;
+    let mut warned = false;
+    loop {
+        let mut guard = fd
+            .readable_mut()
+            .await
+            .context("waiting on the ring buffer")?;
+        let ring = guard.get_inner_mut();
+        let mut stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(event) => stats.record(&event),
+                Err(err) => {
+                    stats.record_malformed();
+                    if !warned {
+                        log::warn!(
+                            "malformed event from the kernel (further ones are only counted): {err}"
+                        );
+                        warned = true;
+                    }
+                }
+            }
+        }
+        drop(stats);
+        guard.clear_ready();
+    }
+}
+
+async fn snapshot(scope: Scope, own_inode: u32) -> Result<Population> {
+    tokio::task::spawn_blocking(move || {
+        let namespaces = match scope {
+            Scope::One(ns) => vec![ns],
+            Scope::All => netns::discover(),
+        };
+        diag::timewait_population(&namespaces, own_inode)
+    })
+    .await
+    .context("sock_diag worker panicked")?
+}
+
+async fn snapshot_loop(
+    scope: Scope,
+    own_inode: u32,
+    every: Duration,
+    shared: Arc<Shared>,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; the initial dump already ran
+    loop {
+        tick.tick().await;
+        match snapshot(scope.clone(), own_inode).await {
+            Ok(p) => {
+                *shared
+                    .population
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = p
+            }
+            // A failed dump keeps the previous population; it is retried on
+            // the next tick rather than taking the daemon down.
+            Err(err) => log::warn!("TIME_WAIT snapshot failed: {err:#}"),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Decoding of ring-buffer records into typed events.
+//!
+//! The kernel side writes [`monitor_common::Event`] records; this module is
+//! the only place that turns those bytes into values the rest of the daemon
+//! trusts, so a malformed record is rejected here with a reason, never
+//! half-read.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use monitor_common::{EVENT_SIZE, Event, family, kind};
+use thiserror::Error;
+
+/// TCP states in the kernel's numbering (`include/net/tcp_states.h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum TcpState {
+    Established = 1,
+    SynSent = 2,
+    SynRecv = 3,
+    FinWait1 = 4,
+    FinWait2 = 5,
+    TimeWait = 6,
+    Close = 7,
+    CloseWait = 8,
+    LastAck = 9,
+    Listen = 10,
+    Closing = 11,
+    NewSynRecv = 12,
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 12] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+        TcpState::NewSynRecv,
+    ];
+
+    pub fn from_kernel(value: u8) -> Option<TcpState> {
+        TcpState::ALL
+            .get(usize::from(value).checked_sub(1)?)
+            .copied()
+    }
+
+    /// The kernel's name without the `TCP_` prefix, as `ss` spells states
+    /// in upper case; used as metric label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+            TcpState::NewSynRecv => "NEW_SYN_RECV",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    pub fn from_kernel(value: u8) -> Option<Family> {
+        match value {
+            family::INET => Some(Family::Ipv4),
+            family::INET6 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// A connection's four-tuple as seen from the socket's own side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FourTuple {
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+}
+
+/// A decoded `sock:inet_sock_set_state` transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    /// Network namespace inode, `None` when the kernel could not read it.
+    pub netns: Option<u32>,
+    pub family: Family,
+    pub from: TcpState,
+    pub to: TcpState,
+    pub tuple: FourTuple,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    StateChange(StateChange),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record is {0} bytes, expected {EVENT_SIZE}")]
+    Size(usize),
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+    #[error("unknown address family {0}")]
+    Family(u8),
+    #[error("unknown TCP state {0}")]
+    State(u8),
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    if bytes.len() != EVENT_SIZE {
+        return Err(DecodeError::Size(bytes.len()));
+    }
+    // SAFETY: the length matches `Event`'s size, every bit pattern is a valid
+    // `Event` (integers and byte arrays only), and read_unaligned makes no
+    // alignment assumption about the ring buffer's memory.
+    let raw: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
+    decode_event(&raw)
+}
+
+pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
+    match raw.kind {
+        kind::STATE_CHANGE => {
+            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            let state = |v| TcpState::from_kernel(v).ok_or(DecodeError::State(v));
+            Ok(KernelEvent::StateChange(StateChange {
+                ts_ns: raw.ts_ns,
+                skaddr: raw.skaddr,
+                netns: (raw.netns != 0).then_some(raw.netns),
+                family,
+                from: state(raw.old_state)?,
+                to: state(raw.new_state)?,
+                tuple: FourTuple {
+                    saddr: ip(family, &raw.saddr),
+                    sport: raw.sport,
+                    daddr: ip(family, &raw.daddr),
+                    dport: raw.dport,
+                },
+            }))
+        }
+        other => Err(DecodeError::Kind(other)),
+    }
+}
+
+fn ip(family: Family, bytes: &[u8; 16]) -> IpAddr {
+    match family {
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(*bytes)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A raw record as the kernel program would write it.
+    pub fn raw(family: u8, from: u8, to: u8) -> Event {
+        let mut saddr = [0u8; 16];
+        let mut daddr = [0u8; 16];
+        if family == family::INET {
+            saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+            daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        } else {
+            saddr[15] = 1;
+            daddr[0] = 0xfe;
+            daddr[1] = 0x80;
+            daddr[15] = 7;
+        }
+        Event {
+            ts_ns: 42,
+            skaddr: 0xffff_8880_0000_1000,
+            netns: 4026531840,
+            kind: kind::STATE_CHANGE,
+            family,
+            old_state: from,
+            new_state: to,
+            sport: 40000,
+            dport: 80,
+            _pad: [0; 4],
+            saddr,
+            daddr,
+        }
+    }
+
+    fn bytes(ev: &Event) -> Vec<u8> {
+        // SAFETY: Event is plain old data of EVENT_SIZE bytes.
+        unsafe { std::slice::from_raw_parts((ev as *const Event).cast::<u8>(), EVENT_SIZE) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_ipv4_transition() {
+        let ev = decode(&bytes(&raw(family::INET, 4, 5))).unwrap();
+        let KernelEvent::StateChange(sc) = ev;
+        assert_eq!(sc.family, Family::Ipv4);
+        assert_eq!(sc.from, TcpState::FinWait1);
+        assert_eq!(sc.to, TcpState::FinWait2);
+        assert_eq!(sc.netns, Some(4026531840));
+        assert_eq!(sc.tuple.saddr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(sc.tuple.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!((sc.tuple.sport, sc.tuple.dport), (40000, 80));
+        assert_eq!(sc.ts_ns, 42);
+    }
+
+    #[test]
+    fn decodes_ipv6_transition() {
+        let KernelEvent::StateChange(sc) = decode(&bytes(&raw(family::INET6, 5, 7))).unwrap();
+        assert_eq!(sc.family, Family::Ipv6);
+        assert_eq!(sc.tuple.saddr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(sc.tuple.daddr, "fe80::7".parse::<IpAddr>().unwrap());
+        assert_eq!(sc.to, TcpState::Close);
+    }
+
+    #[test]
+    fn unknown_netns_is_none() {
+        let mut ev = raw(family::INET, 1, 4);
+        ev.netns = 0;
+        let KernelEvent::StateChange(sc) = decode(&bytes(&ev)).unwrap();
+        assert_eq!(sc.netns, None);
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        let good = bytes(&raw(family::INET, 1, 4));
+        assert_eq!(decode(&good[..63]), Err(DecodeError::Size(63)));
+        assert_eq!(decode(&[]), Err(DecodeError::Size(0)));
+        let mut ev = raw(family::INET, 1, 4);
+        ev.kind = 99;
+        assert_eq!(decode(&bytes(&ev)), Err(DecodeError::Kind(99)));
+        assert_eq!(decode(&bytes(&raw(7, 1, 4))), Err(DecodeError::Family(7)));
+        assert_eq!(
+            decode(&bytes(&raw(family::INET, 0, 4))),
+            Err(DecodeError::State(0))
+        );
+        assert_eq!(
+            decode(&bytes(&raw(family::INET, 1, 13))),
+            Err(DecodeError::State(13))
+        );
+    }
+
+    #[test]
+    fn state_numbering_matches_kernel() {
+        for (i, s) in TcpState::ALL.iter().enumerate() {
+            assert_eq!(*s as u8 as usize, i + 1);
+            assert_eq!(TcpState::from_kernel(*s as u8), Some(*s));
+        }
+        assert_eq!(
+            TcpState::from_kernel(6).map(TcpState::name),
+            Some("TIME_WAIT")
+        );
+    }
+}

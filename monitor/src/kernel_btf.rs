@@ -1,0 +1,125 @@
+//! Struct field offsets from the running kernel's BTF.
+//!
+//! Rust eBPF programs carry no CO-RE relocations, so anything they read
+//! from kernel structs is read at offsets resolved here, at start, and
+//! handed to the programs as load-time globals. A field that cannot be
+//! resolved disables only what needs it.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Offsets the kernel programs need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    /// `struct sock` -> `__sk_common.skc_net` (a `possible_net_t` whose first
+    /// and only member is the `struct net *`).
+    pub skc_net: u32,
+    /// `struct net` -> `ns.inum`.
+    pub net_inum: u32,
+}
+
+pub fn load() -> Result<Btf> {
+    let path = Path::new(VMLINUX_BTF);
+    if !path.exists() {
+        bail!(
+            "kernel BTF not found at {VMLINUX_BTF}: the kernel was built without \
+             CONFIG_DEBUG_INFO_BTF=y"
+        );
+    }
+    Btf::from_file(path)
+        .map_err(|e| anyhow!("{e}"))
+        .context("parsing kernel BTF")
+}
+
+pub fn resolve(btf: &Btf) -> Result<Offsets> {
+    Ok(Offsets {
+        skc_net: offset_of(btf, "sock", &["__sk_common", "skc_net"])?,
+        net_inum: offset_of(btf, "net", &["ns", "inum"])?,
+    })
+}
+
+/// Byte offset of the member reached by following `path` from struct
+/// `root`, looking through anonymous structs and unions on the way.
+pub fn offset_of(btf: &Btf, root: &str, path: &[&str]) -> Result<u32> {
+    let types = btf
+        .resolve_types_by_name(root)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("struct {root} not in BTF"))?;
+    let mut current = types
+        .into_iter()
+        .find(|t| matches!(t, Type::Struct(_)))
+        .ok_or_else(|| anyhow!("struct {root} not in BTF"))?;
+    let mut bits = 0u32;
+    for (i, name) in path.iter().enumerate() {
+        let (offset, ty) = find_member(btf, &current, name)?
+            .ok_or_else(|| anyhow!("{root}.{} not in BTF", path[..=i].join(".")))?;
+        bits += offset;
+        current = strip(btf, ty)?;
+    }
+    if !bits.is_multiple_of(8) {
+        bail!("{root}.{} is a bitfield", path.join("."));
+    }
+    Ok(bits / 8)
+}
+
+/// Looks `name` up among the members of `ty`, descending into anonymous
+/// members; returns the bit offset relative to `ty` and the member's type.
+fn find_member(btf: &Btf, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> {
+    let members = match ty {
+        Type::Struct(s) | Type::Union(s) => &s.members,
+        _ => return Ok(None),
+    };
+    for member in members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        let member_ty = btf
+            .resolve_chained_type(member)
+            .map_err(|e| anyhow!("{e}"))?;
+        if member_name == name {
+            return Ok(Some((member.bit_offset(), member_ty)));
+        }
+        if member_name.is_empty() {
+            let inner = strip(btf, member_ty)?;
+            if let Some((off, found)) = find_member(btf, &inner, name)? {
+                return Ok(Some((member.bit_offset() + off, found)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Follows typedefs and qualifiers to the underlying type.
+fn strip(btf: &Btf, mut ty: Type) -> Result<Type> {
+    for _ in 0..32 {
+        ty = match &ty {
+            Type::Typedef(t) => btf.resolve_chained_type(t),
+            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => btf.resolve_chained_type(t),
+            Type::TypeTag(t) => btf.resolve_chained_type(t),
+            _ => return Ok(ty),
+        }
+        .map_err(|e| anyhow!("{e}"))?;
+    }
+    bail!("type chain too long")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolves against this machine's own kernel: the offsets must land
+    /// inside the structs and `skc_net` must sit in `sock_common`, which
+    /// starts `struct sock`.
+    #[test]
+    fn resolves_offsets_on_this_kernel() {
+        let btf = load().unwrap();
+        let offsets = resolve(&btf).unwrap();
+        let sock_common = offset_of(&btf, "sock", &["__sk_common"]).unwrap();
+        assert_eq!(sock_common, 0);
+        assert!(offsets.skc_net > 0 && offsets.skc_net < 136, "{offsets:?}");
+        assert!(offsets.net_inum < 4096, "{offsets:?}");
+        assert!(offset_of(&btf, "sock", &["__sk_common", "no_such_field"]).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! twmon: a live TIME_WAIT monitor for Linux hosts.
+//!
+//! Data flows one way: kernel programs -> ring buffer -> [`event`] decoding
+//! -> [`stats`] -> [`metrics`] on scrape. [`diag`] adds the kernel's own
+//! socket list (sock_diag) for what probes cannot count on every kernel.
+
+pub mod caps;
+pub mod cli;
+pub mod daemon;
+pub mod diag;
+pub mod event;
+pub mod http;
+pub mod kernel_btf;
+pub mod metrics;
+pub mod netns;
+pub mod probes;
+pub mod stats;
+pub mod tracefs;

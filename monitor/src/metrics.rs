@@ -1,0 +1,170 @@
+//! Prometheus exposition. Metrics are built fresh from a consistent
+//! snapshot at every scrape, so what is served is exactly what the counters
+//! held at one instant and nothing can go stale between scrapes.
+
+use anyhow::{Context as _, Result};
+use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::{
+    event::Family,
+    stats::{Population, StatsSnapshot},
+};
+
+/// The `Content-Type` of the text exposition format 0.0.4; Prometheus 3
+/// rejects a scrape with a missing or malformed type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Everything one scrape shows.
+#[derive(Debug, Default, Clone)]
+pub struct Scrape {
+    pub stats: StatsSnapshot,
+    pub population: Population,
+    /// Events the kernel could not queue (ring buffer full), summed over CPUs.
+    pub ringbuf_drops: u64,
+}
+
+/// Renders `scrape` in the text exposition format.
+pub fn encode(scrape: &Scrape) -> Result<String> {
+    let registry = Registry::new();
+
+    let transitions = IntCounterVec::new(
+        Opts::new(
+            "twmon_tcp_state_transitions_total",
+            "TCP state transitions seen by the sock:inet_sock_set_state tracepoint.",
+        ),
+        &["from", "to"],
+    )?;
+    for ((from, to), n) in &scrape.stats.transitions {
+        transitions
+            .with_label_values(&[from.name(), to.name()])
+            .inc_by(*n);
+    }
+
+    let timewait = IntGaugeVec::new(
+        Opts::new(
+            "twmon_timewait_sockets",
+            "TCP sockets in TIME_WAIT, from the last sock_diag dump of the watched namespaces.",
+        ),
+        &["family"],
+    )?;
+    for family in Family::ALL {
+        timewait
+            .with_label_values(&[family.label()])
+            .set(gauge(scrape.population.get(family)));
+    }
+
+    let events = IntCounter::new(
+        "twmon_events_total",
+        "Events received from the kernel programs through the ring buffer.",
+    )?;
+    events.inc_by(scrape.stats.events);
+
+    let lost = IntCounter::new(
+        "twmon_events_lost_total",
+        "Events lost: dropped in the kernel because the ring buffer was full, or malformed.",
+    )?;
+    lost.inc_by(scrape.ringbuf_drops + scrape.stats.malformed);
+
+    let build_info = IntGaugeVec::new(
+        Opts::new(
+            "twmon_build_info",
+            "Always 1; labels say which twmon is running.",
+        ),
+        &["version"],
+    )?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+
+    registry.register(Box::new(transitions))?;
+    registry.register(Box::new(timewait))?;
+    registry.register(Box::new(events))?;
+    registry.register(Box::new(lost))?;
+    registry.register(Box::new(build_info))?;
+
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .context("encoding metrics")?;
+    String::from_utf8(out).context("metrics are not UTF-8")
+}
+
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The value of the sample `name{labels}` in a text exposition, for tests
+/// and for anyone checking a scrape by hand. `labels` is the exact label
+/// string, e.g. `family="ipv4"`, or empty for an unlabelled metric.
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::TcpState;
+
+    #[test]
+    fn exposition_has_every_metric_with_values() {
+        let mut scrape = Scrape::default();
+        scrape.stats.events = 10;
+        scrape.stats.malformed = 1;
+        scrape
+            .stats
+            .transitions
+            .insert((TcpState::FinWait1, TcpState::FinWait2), 7);
+        scrape.population = Population { ipv4: 5, ipv6: 2 };
+        scrape.ringbuf_drops = 3;
+        let text = encode(&scrape).unwrap();
+
+        assert_eq!(
+            sample(
+                &text,
+                "twmon_tcp_state_transitions_total",
+                r#"from="FIN_WAIT1",to="FIN_WAIT2""#
+            ),
+            Some(7.0)
+        );
+        assert_eq!(
+            sample(&text, "twmon_timewait_sockets", r#"family="ipv4""#),
+            Some(5.0)
+        );
+        assert_eq!(
+            sample(&text, "twmon_timewait_sockets", r#"family="ipv6""#),
+            Some(2.0)
+        );
+        assert_eq!(sample(&text, "twmon_events_total", ""), Some(10.0));
+        assert_eq!(sample(&text, "twmon_events_lost_total", ""), Some(4.0));
+        let version = format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"));
+        assert_eq!(sample(&text, "twmon_build_info", &version), Some(1.0));
+        assert!(text.contains("# TYPE twmon_events_total counter"));
+        assert!(text.contains("# TYPE twmon_timewait_sockets gauge"));
+    }
+
+    #[test]
+    fn empty_population_still_exports_both_families() {
+        let text = encode(&Scrape::default()).unwrap();
+        assert_eq!(
+            sample(&text, "twmon_timewait_sockets", r#"family="ipv4""#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "twmon_timewait_sockets", r#"family="ipv6""#),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn sample_does_not_match_prefixes() {
+        let text = "twmon_events_total_x 5\ntwmon_events_total 6\n";
+        assert_eq!(sample(text, "twmon_events_total", ""), Some(6.0));
+    }
+}

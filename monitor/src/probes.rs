@@ -1,0 +1,111 @@
+//! Loading and attaching the kernel programs.
+//!
+//! Order matters: capabilities first (clearest error), then tracefs (aya
+//! looks it up once and caches the answer), then BTF offsets and layout
+//! checks, then load with globals set, then attach.
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use monitor_common::{OFFSET_UNKNOWN, counter, globals, set_state_tp};
+
+use crate::{caps, kernel_btf, tracefs};
+
+/// The embedded eBPF object, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+pub struct LoadOptions {
+    /// Only report this namespace inode (None = all).
+    pub netns_filter: Option<u32>,
+    /// Ring buffer size in bytes: a power of two, multiple of the page size.
+    pub ring_bytes: u32,
+}
+
+/// Loaded and attached programs. Dropping this detaches everything.
+pub struct Probes {
+    /// Owns programs and links; kept alive for the daemon's lifetime.
+    _ebpf: Ebpf,
+    pub ring: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    /// Whether events carry the network namespace.
+    pub netns_known: bool,
+}
+
+impl Probes {
+    /// Events the kernel dropped because the ring buffer was full.
+    pub fn ringbuf_drops(counters: &PerCpuArray<MapData, u64>) -> u64 {
+        counters
+            .get(&counter::RINGBUF_FULL, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Probes> {
+    caps::require_tracing()?;
+    raise_memlock();
+    let tracefs = tracefs::ensure_mounted()?;
+    tracefs::verify_tracepoint(tracefs, "sock", "inet_sock_set_state", set_state_tp::FIELDS)?;
+
+    let offsets = match kernel_btf::load().and_then(|btf| kernel_btf::resolve(&btf)) {
+        Ok(offsets) => Some(offsets),
+        Err(err) if opts.netns_filter.is_none() => {
+            log::warn!("{err:#}; events will not carry their network namespace");
+            None
+        }
+        Err(err) => {
+            return Err(err.context(
+                "--netns needs the socket's namespace, which twmon reads at offsets from kernel BTF",
+            ));
+        }
+    };
+    let skc_net = offsets.map_or(OFFSET_UNKNOWN, |o| o.skc_net);
+    let net_inum = offsets.map_or(OFFSET_UNKNOWN, |o| o.net_inum);
+    let netns_filter = opts.netns_filter.unwrap_or(0);
+    log::debug!("offsets: skc_net={skc_net} net.ns.inum={net_inum}; netns filter {netns_filter}");
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global(globals::NETNS_FILTER, &netns_filter, true)
+        .override_global(globals::SKC_NET_OFFSET, &skc_net, true)
+        .override_global(globals::NET_INUM_OFFSET, &net_inum, true)
+        .map_max_entries("EVENTS", opts.ring_bytes)
+        .load(OBJECT)
+        .context("loading the eBPF programs into the kernel")?;
+
+    let program: &mut TracePoint = ebpf
+        .program_mut("inet_sock_set_state")
+        .ok_or_else(|| anyhow!("program inet_sock_set_state missing from the eBPF object"))?
+        .try_into()?;
+    program.load().context("verifying inet_sock_set_state")?;
+    program
+        .attach("sock", "inet_sock_set_state")
+        .context("attaching to tracepoint sock:inet_sock_set_state")?;
+    log::info!("attached sock:inet_sock_set_state (tracepoint)");
+
+    let ring = RingBuf::try_from(
+        ebpf.take_map("EVENTS")
+            .ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?,
+    )?;
+    let counters = PerCpuArray::try_from(
+        ebpf.take_map("COUNTERS")
+            .ok_or_else(|| anyhow!("map COUNTERS missing from the eBPF object"))?,
+    )?;
+    Ok(Probes {
+        _ebpf: ebpf,
+        ring,
+        counters,
+        netns_known: offsets.is_some(),
+    })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so map
+/// creation does not fail there. Newer kernels ignore it.
+fn raise_memlock() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(err) = setrlimit(Resource::RLIMIT_MEMLOCK, u64::MAX, u64::MAX) {
+        log::debug!("could not raise RLIMIT_MEMLOCK: {err}");
+    }
+}

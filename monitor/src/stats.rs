@@ -1,0 +1,145 @@
+//! Counting what the event stream says. Pure logic: fed decoded events (or
+//! decode failures), read back as a [`StatsSnapshot`] at scrape time.
+
+use std::collections::BTreeMap;
+
+use crate::event::{Family, KernelEvent, TcpState};
+
+/// Running totals since the daemon started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    events: u64,
+    malformed: u64,
+    /// Indexed by kernel state number (1..=12); row = from, column = to.
+    transitions: [[u64; 13]; 13],
+}
+
+/// A consistent copy of [`Stats`] for one scrape.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub events: u64,
+    pub malformed: u64,
+    pub transitions: BTreeMap<(TcpState, TcpState), u64>,
+}
+
+impl Stats {
+    pub fn record(&mut self, event: &KernelEvent) {
+        self.events += 1;
+        match event {
+            KernelEvent::StateChange(sc) => {
+                self.transitions[sc.from as usize][sc.to as usize] += 1;
+            }
+        }
+    }
+
+    /// A record the kernel sent that could not be decoded: still an event
+    /// received, but one whose content is lost.
+    pub fn record_malformed(&mut self) {
+        self.events += 1;
+        self.malformed += 1;
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut transitions = BTreeMap::new();
+        for from in TcpState::ALL {
+            for to in TcpState::ALL {
+                let n = self.transitions[from as usize][to as usize];
+                if n > 0 {
+                    transitions.insert((from, to), n);
+                }
+            }
+        }
+        StatsSnapshot {
+            events: self.events,
+            malformed: self.malformed,
+            transitions,
+        }
+    }
+}
+
+/// TIME_WAIT sockets per family, as the last sock_diag dump saw them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Population {
+    pub ipv4: u64,
+    pub ipv6: u64,
+}
+
+impl Population {
+    pub fn get(&self, family: Family) -> u64 {
+        match family {
+            Family::Ipv4 => self.ipv4,
+            Family::Ipv6 => self.ipv6,
+        }
+    }
+
+    pub fn add(&mut self, family: Family, n: u64) {
+        match family {
+            Family::Ipv4 => self.ipv4 += n,
+            Family::Ipv6 => self.ipv6 += n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{KernelEvent, decode_event, tests::raw};
+    use monitor_common::family;
+
+    fn ev(fam: u8, from: u8, to: u8) -> KernelEvent {
+        decode_event(&raw(fam, from, to)).unwrap()
+    }
+
+    #[test]
+    fn counts_a_client_close_sequence() {
+        let mut stats = Stats::default();
+        // What one client-closed loopback connection looks like on the
+        // closing side: ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE.
+        for _ in 0..3 {
+            stats.record(&ev(family::INET, 1, 4));
+            stats.record(&ev(family::INET, 4, 5));
+            stats.record(&ev(family::INET6, 5, 7));
+        }
+        let snap = stats.snapshot();
+        assert_eq!(snap.events, 9);
+        assert_eq!(snap.malformed, 0);
+        assert_eq!(
+            snap.transitions
+                .get(&(TcpState::Established, TcpState::FinWait1)),
+            Some(&3)
+        );
+        assert_eq!(
+            snap.transitions
+                .get(&(TcpState::FinWait1, TcpState::FinWait2)),
+            Some(&3)
+        );
+        assert_eq!(
+            snap.transitions.get(&(TcpState::FinWait2, TcpState::Close)),
+            Some(&3)
+        );
+        assert_eq!(snap.transitions.len(), 3);
+    }
+
+    #[test]
+    fn malformed_records_count_as_events() {
+        let mut stats = Stats::default();
+        stats.record_malformed();
+        stats.record(&ev(family::INET, 2, 1));
+        let snap = stats.snapshot();
+        assert_eq!((snap.events, snap.malformed), (2, 1));
+        assert_eq!(
+            snap.transitions
+                .get(&(TcpState::SynSent, TcpState::Established)),
+            Some(&1)
+        );
+    }
+
+    #[test]
+    fn population_adds_per_family() {
+        let mut p = Population::default();
+        p.add(Family::Ipv4, 3);
+        p.add(Family::Ipv6, 2);
+        p.add(Family::Ipv4, 1);
+        assert_eq!((p.get(Family::Ipv4), p.get(Family::Ipv6)), (4, 2));
+    }
+}

@@ -1,0 +1,46 @@
+//! Project automation, in Rust so it runs wherever cargo does.
+//!
+//! `cargo xtask setup` makes a fresh machine ready; `run` and `test` call it
+//! first, so each is a single command on a machine that has only rustup.
+
+mod setup;
+mod tasks;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "twmon's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need (rust-src, musl target,
+    /// bpf-linker in .tools/, Debian packages). Idempotent.
+    Setup,
+    /// Build twmon in release mode and run `twmon run` as root.
+    Run {
+        /// Arguments passed to `twmon run` (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Lint (fmt, clippy for userspace and eBPF) and run every test,
+    /// including the ones that need root and a real kernel.
+    Test,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Run { args } => tasks::run(&args),
+        Command::Test => tasks::test(),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
