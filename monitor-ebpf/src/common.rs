@@ -67,13 +67,34 @@ pub fn netns_wanted(netns: u32) -> bool {
     filter == 0 || filter == netns
 }
 
+/// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` selectors (uapi bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+
 /// Copies `event` into the ring buffer, counting a drop when it is full.
+///
+/// The reader is woken only once a quarter of the ring is waiting; the
+/// daemon also drains on a short timer. A default submit wakes the reader
+/// through irq_work, a self-interrupt that fires while this program still
+/// runs; softirqs run on that interrupt's exit, and every TCP transition
+/// they make finds a tracing program already active on the CPU and is
+/// skipped by the kernel (recursion_misses). Measured: 0.5-1.7% of events
+/// lost that way on loopback, none with deferred wake-ups.
 #[inline(always)]
 pub fn emit(event: Event) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             entry.write(event);
-            entry.submit(0);
+            let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+            let size = EVENTS.query(BPF_RB_RING_SIZE);
+            let flags = if waiting >= size / 4 {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            entry.submit(flags);
         }
         None => bump(counter::RINGBUF_FULL),
     }

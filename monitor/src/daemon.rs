@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     net::TcpListener,
@@ -31,7 +31,8 @@ use crate::{
 struct Shared {
     stats: Mutex<Stats>,
     population: Mutex<Population>,
-    counters: Mutex<PerCpuArray<MapData, u64>>,
+    /// The loaded programs; they detach when the last reference drops.
+    probes: Mutex<Probes>,
 }
 
 impl ScrapeSource for Shared {
@@ -47,11 +48,15 @@ impl ScrapeSource for Shared {
             .population
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        let lost_in_kernel = self
+            .probes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .lost_in_kernel();
         Scrape {
             stats,
             population,
-            ringbuf_drops: Probes::ringbuf_drops(&counters),
+            lost_in_kernel,
         }
     }
 }
@@ -87,21 +92,20 @@ async fn run_async(args: RunArgs) -> Result<()> {
         )
     })?;
 
-    let probes = probes::load(&LoadOptions {
+    let (probes, ring) = probes::load(&LoadOptions {
         netns_filter: match &scope {
             Scope::One(ns) => Some(ns.inode),
             Scope::All => None,
         },
         ring_bytes: args.ring_buffer_bytes,
     })?;
-    let Probes { ring, counters, .. } = probes;
     let own = netns::current()?;
     let initial = snapshot(scope.clone(), own.inode).await?;
 
     let shared = Arc::new(Shared {
         stats: Mutex::new(Stats::default()),
         population: Mutex::new(initial),
-        counters: Mutex::new(counters),
+        probes: Mutex::new(probes),
     });
     match &scope {
         Scope::One(ns) => log::info!(
@@ -152,37 +156,53 @@ fn flatten(joined: Result<Result<()>, tokio::task::JoinError>, what: &str) -> Re
     }
 }
 
-/// Drains the ring buffer whenever the kernel signals it readable.
+/// How often the ring buffer is drained when the kernel did not wake us.
+/// The kernel programs defer wake-ups (see `emit` in monitor-ebpf) until a
+/// quarter of the ring is full, so a quiet host is drained by this timer.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// Drains the ring buffer when the kernel signals it readable, and on a
+/// short timer for the records whose wake-up was deferred.
 async fn read_events(ring: RingBuf<MapData>, shared: Arc<Shared>) -> Result<()> {
     // SAFETY: the RingBuf owns its map fd and closes it only when dropped,
     // and it is moved into the AsyncFd, so the fd stays valid and the same
     // for the AsyncFd's whole lifetime.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("registering the ring buffer with the runtime: {e}"))?;
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
     loop {
-        let mut guard = fd
-            .readable_mut()
-            .await
-            .context("waiting on the ring buffer")?;
-        let ring = guard.get_inner_mut();
-        let mut stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(item) = ring.next() {
-            match decode(&item) {
-                Ok(event) => stats.record(&event),
-                Err(err) => {
-                    stats.record_malformed();
-                    if !warned {
-                        log::warn!(
-                            "malformed event from the kernel (further ones are only counted): {err}"
-                        );
-                        warned = true;
-                    }
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard.context("waiting on the ring buffer")?;
+                // Clear readiness *before* draining: the kernel only wakes
+                // the reader when it had caught up, so clearing after the
+                // drain could swallow the wake-up of a record committed in
+                // between.
+                guard.clear_ready();
+                drain(guard.get_inner_mut(), &shared, &mut warned);
+            }
+            _ = tick.tick() => drain(fd.get_mut(), &shared, &mut warned),
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, shared: &Shared, warned: &mut bool) {
+    let mut stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Ok(event) => stats.record(&event),
+            Err(err) => {
+                stats.record_malformed();
+                if !*warned {
+                    log::warn!(
+                        "malformed event from the kernel (further ones are only counted): {err}"
+                    );
+                    *warned = true;
                 }
             }
         }
-        drop(stats);
-        guard.clear_ready();
     }
 }
 

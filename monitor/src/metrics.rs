@@ -19,8 +19,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Scrape {
     pub stats: StatsSnapshot,
     pub population: Population,
-    /// Events the kernel could not queue (ring buffer full), summed over CPUs.
-    pub ringbuf_drops: u64,
+    /// Events the kernel could not deliver (ring buffer full, or the
+    /// program run skipped because of nesting), as the kernel counted them.
+    pub lost_in_kernel: u64,
 }
 
 /// Renders `scrape` in the text exposition format.
@@ -61,9 +62,9 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
 
     let lost = IntCounter::new(
         "twmon_events_lost_total",
-        "Events lost: dropped in the kernel because the ring buffer was full, or malformed.",
+        "Events lost: ring buffer full, program run skipped by the kernel (nesting), or malformed.",
     )?;
-    lost.inc_by(scrape.ringbuf_drops + scrape.stats.malformed);
+    lost.inc_by(scrape.lost_in_kernel + scrape.stats.malformed);
 
     let build_info = IntGaugeVec::new(
         Opts::new(
@@ -122,7 +123,7 @@ mod tests {
             .transitions
             .insert((TcpState::FinWait1, TcpState::FinWait2), 7);
         scrape.population = Population { ipv4: 5, ipv6: 2 };
-        scrape.ringbuf_drops = 3;
+        scrape.lost_in_kernel = 3;
         let text = encode(&scrape).unwrap();
 
         assert_eq!(

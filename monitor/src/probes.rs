@@ -4,6 +4,8 @@
 //! looks it up once and caches the answer), then BTF offsets and layout
 //! checks, then load with globals set, then attach.
 
+use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
+
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
@@ -26,25 +28,53 @@ pub struct LoadOptions {
 
 /// Loaded and attached programs. Dropping this detaches everything.
 pub struct Probes {
-    /// Owns programs and links; kept alive for the daemon's lifetime.
+    /// Owns programs and links for the daemon's lifetime.
     _ebpf: Ebpf,
-    pub ring: RingBuf<MapData>,
-    pub counters: PerCpuArray<MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    /// fds of the attached programs, valid as long as `_ebpf` lives.
+    program_fds: Vec<RawFd>,
     /// Whether events carry the network namespace.
     pub netns_known: bool,
 }
 
 impl Probes {
-    /// Events the kernel dropped because the ring buffer was full.
-    pub fn ringbuf_drops(counters: &PerCpuArray<MapData, u64>) -> u64 {
-        counters
+    /// Events the kernel could not deliver, exactly: records dropped
+    /// because the ring buffer was full, plus program runs the kernel
+    /// skipped because a tracing program was already running on that CPU
+    /// (an interrupt's softirq nesting into a running program). Both are
+    /// counted by the kernel itself.
+    pub fn lost_in_kernel(&self) -> u64 {
+        let drops: u64 = self
+            .counters
             .get(&counter::RINGBUF_FULL, 0)
             .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        let misses: u64 = self
+            .program_fds
+            .iter()
+            .filter_map(|fd| recursion_misses(*fd))
+            .sum();
+        drops + misses
     }
 }
 
-pub fn load(opts: &LoadOptions) -> Result<Probes> {
+/// `recursion_misses` of a program, from /proc/self/fdinfo (kernel 5.12+;
+/// None where the kernel does not report it).
+fn recursion_misses(fd: RawFd) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    parse_fdinfo(&text, "recursion_misses")
+}
+
+pub fn parse_fdinfo(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Loads and attaches every program; returns them with the ring buffer
+/// their events arrive in.
+pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
     caps::require_tracing()?;
     raise_memlock();
     let tracefs = tracefs::ensure_mounted()?;
@@ -83,6 +113,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
     program
         .attach("sock", "inet_sock_set_state")
         .context("attaching to tracepoint sock:inet_sock_set_state")?;
+    let program_fd = program.fd()?.as_fd().as_raw_fd();
     log::info!("attached sock:inet_sock_set_state (tracepoint)");
 
     let ring = RingBuf::try_from(
@@ -93,12 +124,15 @@ pub fn load(opts: &LoadOptions) -> Result<Probes> {
         ebpf.take_map("COUNTERS")
             .ok_or_else(|| anyhow!("map COUNTERS missing from the eBPF object"))?,
     )?;
-    Ok(Probes {
-        _ebpf: ebpf,
+    Ok((
+        Probes {
+            _ebpf: ebpf,
+            counters,
+            program_fds: vec![program_fd],
+            netns_known: offsets.is_some(),
+        },
         ring,
-        counters,
-        netns_known: offsets.is_some(),
-    })
+    ))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so map
@@ -107,5 +141,18 @@ fn raise_memlock() {
     use nix::sys::resource::{Resource, setrlimit};
     if let Err(err) = setrlimit(Resource::RLIMIT_MEMLOCK, u64::MAX, u64::MAX) {
         log::debug!("could not raise RLIMIT_MEMLOCK: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fdinfo;
+
+    #[test]
+    fn reads_recursion_misses_from_fdinfo() {
+        let text = "pos:\t0\nflags:\t02000002\nprog_type:\t5\nrun_cnt:\t0\nrecursion_misses:\t2\nverified_insns:\t89\n";
+        assert_eq!(parse_fdinfo(text, "recursion_misses"), Some(2));
+        assert_eq!(parse_fdinfo(text, "run_cnt"), Some(0));
+        assert_eq!(parse_fdinfo(text, "missing"), None);
     }
 }
