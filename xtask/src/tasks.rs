@@ -62,8 +62,87 @@ pub fn test() -> Result<()> {
         "`cargo xtask test` runs tests that load eBPF programs and create network \
          namespaces: run it as root (e.g. `sudo -E cargo xtask test`)"
     );
-    sh(cargo()
-        .current_dir(&root)
-        .args(["test", "--", "--include-ignored"]))?;
+    let mut cmd = cargo();
+    cmd.current_dir(&root)
+        .args(["test", "--", "--include-ignored"]);
+    let totals = run_tests(&mut cmd)?;
+    // One closing line for the whole run, so the last word is not the
+    // count of whichever test binary happened to run last.
+    println!("tests: {} passed, {} failed", totals.passed, totals.failed);
+    anyhow::ensure!(totals.failed == 0, "{} tests failed", totals.failed);
     Ok(())
+}
+
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs a `cargo test` command, echoing its output, and adds up its
+/// `test result:` lines.
+fn run_tests(cmd: &mut Command) -> Result<Totals> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("xtask: $ {}", crate::util::display(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    let mut totals = Totals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        add_result_line(&mut totals, &line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo test failed with {status} ({} passed, {} failed)",
+        totals.passed,
+        totals.failed
+    );
+    Ok(totals)
+}
+
+/// `test result: ok. 21 passed; 0 failed; ...` -> adds 21 and 0.
+fn add_result_line(totals: &mut Totals, line: &str) {
+    let Some(rest) = line.trim().strip_prefix("test result:") else {
+        return;
+    };
+    for part in rest.split(';') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        if let [.., n, kind] = words.as_slice()
+            && let Ok(n) = n.parse::<u64>()
+        {
+            match *kind {
+                "passed" => totals.passed += n,
+                "failed" => totals.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_result_lines() {
+        let mut t = Totals::default();
+        add_result_line(
+            &mut t,
+            "test result: ok. 21 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.33s",
+        );
+        add_result_line(&mut t, "test result: FAILED. 4 passed; 1 failed; 0 ignored");
+        add_result_line(&mut t, "running 5 tests");
+        assert_eq!(
+            t,
+            Totals {
+                passed: 25,
+                failed: 1
+            }
+        );
+    }
 }
