@@ -1,6 +1,6 @@
 //! Command line.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// per event in flight.
     #[arg(long, default_value_t = 256 * 1024, value_parser = parse_ring_bytes)]
     pub ring_buffer_bytes: u32,
+
+    /// Kernel BTF to read struct offsets from, for kernels that do not
+    /// expose their own (e.g. a file from BTFHub).
+    #[arg(long, value_name = "PATH", default_value = crate::kernel_btf::VMLINUX_BTF)]
+    pub btf: PathBuf,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -98,6 +98,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
             Scope::All => None,
         },
         ring_bytes: args.ring_buffer_bytes,
+        btf: args.btf.clone(),
     })?;
     let own = netns::current()?;
     let initial = snapshot(scope.clone(), own.inode).await?;

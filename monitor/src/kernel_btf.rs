@@ -22,17 +22,18 @@ pub struct Offsets {
     pub net_inum: u32,
 }
 
-pub fn load() -> Result<Btf> {
-    let path = Path::new(VMLINUX_BTF);
+/// Loads kernel BTF from `path` (normally [`VMLINUX_BTF`]).
+pub fn load(path: &Path) -> Result<Btf> {
     if !path.exists() {
         bail!(
-            "kernel BTF not found at {VMLINUX_BTF}: the kernel was built without \
-             CONFIG_DEBUG_INFO_BTF=y"
+            "kernel BTF not found at {}: the kernel was built without \
+             CONFIG_DEBUG_INFO_BTF=y (give a BTF file for this kernel with --btf)",
+            path.display()
         );
     }
     Btf::from_file(path)
         .map_err(|e| anyhow!("{e}"))
-        .context("parsing kernel BTF")
+        .with_context(|| format!("parsing kernel BTF {}", path.display()))
 }
 
 pub fn resolve(btf: &Btf) -> Result<Offsets> {
@@ -114,7 +115,7 @@ mod tests {
     /// starts `struct sock`.
     #[test]
     fn resolves_offsets_on_this_kernel() {
-        let btf = load().unwrap();
+        let btf = load(Path::new(VMLINUX_BTF)).unwrap();
         let offsets = resolve(&btf).unwrap();
         let sock_common = offset_of(&btf, "sock", &["__sk_common"]).unwrap();
         assert_eq!(sock_common, 0);

@@ -4,7 +4,10 @@
 //! looks it up once and caches the answer), then BTF offsets and layout
 //! checks, then load with globals set, then attach.
 
-use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
+    path::PathBuf,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -24,6 +27,8 @@ pub struct LoadOptions {
     pub netns_filter: Option<u32>,
     /// Ring buffer size in bytes: a power of two, multiple of the page size.
     pub ring_bytes: u32,
+    /// Kernel BTF to resolve struct offsets from.
+    pub btf: PathBuf,
 }
 
 /// Loaded and attached programs. Dropping this detaches everything.
@@ -80,7 +85,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
     let tracefs = tracefs::ensure_mounted()?;
     tracefs::verify_tracepoint(tracefs, "sock", "inet_sock_set_state", set_state_tp::FIELDS)?;
 
-    let offsets = match kernel_btf::load().and_then(|btf| kernel_btf::resolve(&btf)) {
+    let offsets = match kernel_btf::load(&opts.btf).and_then(|btf| kernel_btf::resolve(&btf)) {
         Ok(offsets) => Some(offsets),
         Err(err) if opts.netns_filter.is_none() => {
             log::warn!("{err:#}; events will not carry their network namespace");

@@ -277,3 +277,35 @@ fn bad_arguments_get_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--listen"), "{stderr}");
 }
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn without_btf_it_degrades_or_refuses_netns() {
+    require_root();
+    // All namespaces: runs, says what it cannot do, still counts.
+    let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux"]);
+    let text = daemon.metrics();
+    assert!(text.contains("twmon_events_total"), "{text}");
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+
+    // One namespace: impossible without the socket's namespace; one line.
+    let ns = TestNetns::new("nobtf");
+    let out = Command::new(env!("CARGO_BIN_EXE_twmon"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--btf",
+            "/nonexistent/vmlinux",
+        ])
+        .args(["--netns", &ns.path()])
+        .output()
+        .expect("running twmon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("twmon: error: --netns needs"), "{stderr}");
+    assert!(last.contains("/nonexistent/vmlinux"), "{stderr}");
+    assert!(last.contains("CONFIG_DEBUG_INFO_BTF"), "{stderr}");
+}
