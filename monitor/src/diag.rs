@@ -67,6 +67,10 @@ pub fn timewait_population(namespaces: &[Netns], own_inode: u32) -> Result<Popul
     Ok(total)
 }
 
+/// errno ENOENT: what inet_diag answers when no handler for the protocol
+/// is registered.
+const ENOENT: i32 = 2;
+
 /// Sends one inet_diag dump request and counts the sockets for which
 /// `keep(state)` holds.
 fn dump(
@@ -117,7 +121,13 @@ fn dump(
                     count += 1;
                 }
                 NetlinkPayload::Done(_) => return Ok(count),
-                NetlinkPayload::Error(err) => bail!("inet_diag dump failed: {err:?}"),
+                NetlinkPayload::Error(err) if err.raw_code() == -ENOENT => bail!(
+                    "the kernel has no TCP sock_diag handler (ENOENT): load it with \
+                     `modprobe tcp_diag` (kernels built with CONFIG_INET_DIAG=m)"
+                ),
+                NetlinkPayload::Error(err) => {
+                    return Err(err.to_io()).context("inet_diag dump refused by the kernel");
+                }
                 _ => {}
             }
             if len == 0 {
