@@ -94,24 +94,11 @@ fn gauge(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The value of the sample `name{labels}` in a text exposition, for tests
-/// and for anyone checking a scrape by hand. `labels` is the exact label
-/// string, e.g. `family="ipv4"`, or empty for an unlabelled metric.
-pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let key = if labels.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}{{{labels}}}")
-    };
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::TcpState;
+    use testkit::sample;
 
     #[test]
     fn exposition_has_every_metric_with_values() {
@@ -161,11 +148,5 @@ mod tests {
             sample(&text, "twmon_timewait_sockets", r#"family="ipv6""#),
             Some(0.0)
         );
-    }
-
-    #[test]
-    fn sample_does_not_match_prefixes() {
-        let text = "twmon_events_total_x 5\ntwmon_events_total 6\n";
-        assert_eq!(sample(text, "twmon_events_total", ""), Some(6.0));
     }
 }

@@ -1,52 +1,25 @@
 //! End to end on this machine's kernel: the real daemon, real probes, real
 //! connections in a private network namespace, checked against `ss`.
 
-mod support;
-
 use std::{
-    io::Read as _,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    path::Path,
     process::Command,
     thread,
     time::{Duration, Instant},
 };
 
-use monitor::metrics::sample;
-use support::{Daemon, TestNetns, require_root};
+use testkit::{Daemon, TestNetns, client_closes_first, require_root, sample, transitions};
+
+const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
+
+fn start(args: &[&str]) -> Daemon {
+    Daemon::start(Path::new(TWMON), args)
+}
 
 /// Connections per address family.
 const N: u64 = 100;
 const SNAPSHOT_MS: u64 = 200;
-
-/// Opens and closes `n` connections to a fresh listener on `addr`, the
-/// client closing first. The server closes only after reading EOF, so the
-/// client always takes the FIN_WAIT1 -> FIN_WAIT2 -> TIME_WAIT path (never
-/// a simultaneous close).
-fn client_closes_first(addr: SocketAddr, n: u64) {
-    let listener = TcpListener::bind(addr).expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let server = thread::spawn(move || {
-        for _ in 0..n {
-            let (mut conn, _) = listener.accept().expect("accept");
-            let mut buf = [0u8; 64];
-            while conn.read(&mut buf).expect("read") > 0 {}
-        }
-    });
-    for _ in 0..n {
-        let client = TcpStream::connect(addr).expect("connect");
-        drop(client);
-    }
-    server.join().expect("server thread");
-}
-
-fn transitions(text: &str, from: &str, to: &str) -> f64 {
-    sample(
-        text,
-        "twmon_tcp_state_transitions_total",
-        &format!(r#"from="{from}",to="{to}""#),
-    )
-    .unwrap_or(0.0)
-}
 
 #[test]
 #[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
@@ -58,7 +31,7 @@ fn timewait_population_and_transitions_match_the_kernel() {
     // the population depends on the workload alone. Reuse gets its own tests.
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let interval = format!("{SNAPSHOT_MS}ms");
-    let daemon = Daemon::start(&["--netns", &ns.path(), "--snapshot-interval", &interval]);
+    let daemon = start(&["--netns", &ns.path(), "--snapshot-interval", &interval]);
 
     // Nothing has happened in the namespace yet, whatever the host does.
     let before = daemon.metrics();
@@ -181,7 +154,7 @@ fn timewait_population_and_transitions_match_the_kernel() {
 #[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
 fn serves_landing_page_and_health() {
     require_root();
-    let daemon = Daemon::start(&[]);
+    let daemon = start(&[]);
     let (status, _, body) = daemon.get("/healthz");
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok\n");
@@ -212,7 +185,7 @@ fn without_privileges_it_names_the_missing_capability() {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(env!("CARGO_BIN_EXE_twmon"))
+        .arg(TWMON)
         .args(["run", "--listen", "127.0.0.1:0"])
         .output()
         .expect("running setpriv");
@@ -242,7 +215,7 @@ fn mounts_tracefs_when_missing() {
          if [ -d /sys/kernel/tracing/events ]; then echo 'tracefs still mounted' >&2; exit 3; fi; \
          exec \"$0\" run --listen 127.0.0.1:0",
         );
-    cmd.arg(env!("CARGO_BIN_EXE_twmon"));
+    cmd.arg(TWMON);
     let daemon = Daemon::start_cmd(cmd);
     let text = daemon.metrics();
     assert!(text.contains("twmon_events_total"), "{text}");
@@ -254,7 +227,7 @@ fn mounts_tracefs_when_missing() {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn bad_arguments_get_a_clear_error() {
     require_root();
-    let out = Command::new(env!("CARGO_BIN_EXE_twmon"))
+    let out = Command::new(TWMON)
         .args(["run", "--netns", "twmon-no-such-namespace"])
         .output()
         .expect("running twmon");
@@ -269,7 +242,7 @@ fn bad_arguments_get_a_clear_error() {
     // A port already taken fails before anything is loaded.
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_twmon"))
+    let out = Command::new(TWMON)
         .args(["run", "--listen", &addr])
         .output()
         .expect("running twmon");
@@ -283,7 +256,7 @@ fn bad_arguments_get_a_clear_error() {
 fn without_btf_it_degrades_or_refuses_netns() {
     require_root();
     // All namespaces: runs, says what it cannot do, still counts.
-    let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux"]);
+    let daemon = start(&["--btf", "/nonexistent/vmlinux"]);
     let text = daemon.metrics();
     assert!(text.contains("twmon_events_total"), "{text}");
     let (status, _) = daemon.terminate();
@@ -291,7 +264,7 @@ fn without_btf_it_degrades_or_refuses_netns() {
 
     // One namespace: impossible without the socket's namespace; one line.
     let ns = TestNetns::new("nobtf");
-    let out = Command::new(env!("CARGO_BIN_EXE_twmon"))
+    let out = Command::new(TWMON)
         .args([
             "run",
             "--listen",

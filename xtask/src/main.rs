@@ -6,6 +6,7 @@
 mod setup;
 mod tasks;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -28,8 +29,10 @@ enum Command {
         args: Vec<String>,
     },
     /// Lint (fmt, clippy for userspace and eBPF) and run every test,
-    /// including the ones that need root and a real kernel.
+    /// including the ones that need root and a real kernel, and vm-test.
     Test,
+    /// Boot Debian's 6.1 kernel under QEMU and run the in-guest scenarios.
+    VmTest,
 }
 
 fn main() {
@@ -38,6 +41,9 @@ fn main() {
         Command::Setup => setup::run(),
         Command::Run { args } => tasks::run(&args),
         Command::Test => tasks::test(),
+        Command::VmTest => vm::vm_test().map(|v| {
+            println!("vm-test: {} passed, {} failed", v.passed, v.failed);
+        }),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -65,7 +65,11 @@ pub fn test() -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(&root)
         .args(["test", "--", "--include-ignored"]);
-    let totals = run_tests(&mut cmd)?;
+    let mut totals = run_tests(&mut cmd)?;
+    // The same scenarios on a real 6.1 kernel with kprobes and fentry.
+    let vm = crate::vm::vm_test()?;
+    totals.passed += vm.passed;
+    totals.failed += vm.failed;
     // One closing line for the whole run, so the last word is not the
     // count of whichever test binary happened to run last.
     println!("tests: {} passed, {} failed", totals.passed, totals.failed);

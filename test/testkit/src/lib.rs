@@ -1,13 +1,14 @@
-//! Helpers for tests that run the real daemon against the real kernel.
-//! They need root; `cargo xtask test` runs them (they are #[ignore]d for a
-//! plain `cargo test`).
-
-#![allow(dead_code)] // each test binary uses a different subset
+//! Helpers for tests that run the real daemon against the real kernel, on
+//! the host (`monitor/tests`) and inside the QEMU guest (`test/vmtest`):
+//! start and scrape twmon, make TCP workloads, read the kernel's counters.
+//! Everything here panics with a message on failure: it is test code.
 
 use std::{
-    fs::File,
+    collections::BTreeMap,
+    fs::{self, File},
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
     process::{Child, ChildStderr, Command, Stdio},
     sync::mpsc,
     thread,
@@ -53,34 +54,16 @@ impl TestNetns {
         ]));
     }
 
-    /// Non-zero TCP counters of the namespace (TcpExt and Tcp), for
-    /// failure messages and for comparing with the kernel's own numbers.
-    pub fn netstat(&self) -> std::collections::BTreeMap<String, u64> {
-        let mut counters = std::collections::BTreeMap::new();
-        for file in ["/proc/net/netstat", "/proc/net/snmp"] {
+    /// Non-zero TCP counters of the namespace (TcpExt and Tcp).
+    pub fn netstat(&self) -> BTreeMap<String, u64> {
+        let read = |file: &str| {
             let out = Command::new("ip")
                 .args(["netns", "exec", &self.name, "cat", file])
                 .output()
                 .expect("reading netstat");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let lines: Vec<&str> = text.lines().collect();
-            for pair in lines.chunks(2) {
-                let [names, values] = pair else { continue };
-                let mut names = names.split_whitespace();
-                let mut values = values.split_whitespace();
-                let prefix = names.next().unwrap_or("").trim_end_matches(':').to_string();
-                values.next();
-                for (name, value) in names.zip(values) {
-                    if let Ok(v) = value.parse::<u64>()
-                        && v != 0
-                        && (prefix == "TcpExt" || prefix == "Tcp")
-                    {
-                        counters.insert(format!("{prefix}.{name}"), v);
-                    }
-                }
-            }
-        }
-        counters
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        tcp_counters(&[read("/proc/net/netstat"), read("/proc/net/snmp")])
     }
 
     /// `ss -tan` state column, counted: for failure messages.
@@ -104,13 +87,7 @@ impl TestNetns {
 
     /// Runs `f` on a thread that has entered this namespace.
     pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let file = File::open(self.path()).expect("opening the namespace file");
-        thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("workload thread panicked")
+        run_in_netns(Path::new(&self.path()), f)
     }
 
     /// `ss -Htan state time-wait` inside the namespace: (ipv4, ipv6) counts.
@@ -163,10 +140,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts twmon with `args` after `run --listen 127.0.0.1:0` and waits
-    /// until it serves; the real port comes from its log.
-    pub fn start(args: &[&str]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_twmon"));
+    /// Starts the twmon binary `bin` with `args` after
+    /// `run --listen 127.0.0.1:0` and waits until it serves; the real port
+    /// comes from its log.
+    pub fn start(bin: &Path, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "--listen", "127.0.0.1:0"]).args(args);
         Daemon::start_cmd(cmd)
     }
@@ -280,4 +258,169 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
     (status.to_string(), headers.to_string(), body.to_string())
+}
+
+/// Creates a network namespace kept alive by a bind mount at `path` (as
+/// `ip netns add` does, but without iproute2: the QEMU guest only has
+/// busybox) and brings its loopback up.
+pub fn create_netns_at(path: &Path) {
+    use nix::{
+        mount::{MsFlags, mount},
+        sched::{CloneFlags, unshare},
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("creating the netns directory");
+    }
+    File::create(path).expect("creating the netns mount point");
+    let path = path.to_path_buf();
+    thread::spawn(move || {
+        unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind-mounting the namespace");
+        // A child forked from this thread starts in its namespace.
+        let status = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("running ip");
+        assert!(status.success(), "ip link set lo up: {status}");
+    })
+    .join()
+    .expect("netns thread panicked");
+}
+
+/// Runs `f` on a thread inside the namespace bound at `path`.
+pub fn run_in_netns<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(path).expect("opening the namespace file");
+    thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread in namespace panicked")
+}
+
+/// Non-zero `Tcp` and `TcpExt` counters from the texts of /proc/net/netstat
+/// and /proc/net/snmp (pairs of lines: names, then values).
+pub fn tcp_counters(texts: &[String]) -> BTreeMap<String, u64> {
+    let mut counters = BTreeMap::new();
+    for text in texts {
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut names = names.split_whitespace();
+            let mut values = values.split_whitespace();
+            let prefix = names.next().unwrap_or("").trim_end_matches(':').to_string();
+            values.next();
+            for (name, value) in names.zip(values) {
+                if let Ok(v) = value.parse::<u64>()
+                    && v != 0
+                    && (prefix == "TcpExt" || prefix == "Tcp")
+                {
+                    counters.insert(format!("{prefix}.{name}"), v);
+                }
+            }
+        }
+    }
+    counters
+}
+
+/// [`tcp_counters`] of the calling thread's namespace.
+pub fn tcp_counters_here() -> BTreeMap<String, u64> {
+    let read = |f: &str| fs::read_to_string(f).unwrap_or_default();
+    tcp_counters(&[
+        read("/proc/thread-self/net/netstat"),
+        read("/proc/thread-self/net/snmp"),
+    ])
+}
+
+/// TIME_WAIT sockets per family in the calling thread's namespace, read
+/// from the same source as `ss` (state 06 in /proc/net/tcp and tcp6).
+pub fn timewait_sockets_here() -> (u64, u64) {
+    let count = |path: &str| {
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+            .count() as u64
+    };
+    (
+        count("/proc/thread-self/net/tcp"),
+        count("/proc/thread-self/net/tcp6"),
+    )
+}
+
+/// The value of the sample `name{labels}` in a text exposition. `labels`
+/// is the exact label string, e.g. `family="ipv4"`, or empty.
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `twmon_tcp_state_transitions_total{from,to}`, 0 when absent.
+pub fn transitions(text: &str, from: &str, to: &str) -> f64 {
+    sample(
+        text,
+        "twmon_tcp_state_transitions_total",
+        &format!(r#"from="{from}",to="{to}""#),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Opens and closes `n` connections to a fresh listener on `addr`, the
+/// client closing first. The server closes only after reading EOF, so the
+/// client always takes the FIN_WAIT1 -> FIN_WAIT2 -> TIME_WAIT path (never
+/// a simultaneous close). Returns the listener's address.
+pub fn client_closes_first(addr: SocketAddr, n: u64) -> SocketAddr {
+    let listener = TcpListener::bind(addr).expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let server = thread::spawn(move || {
+        for _ in 0..n {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 64];
+            while conn.read(&mut buf).expect("read") > 0 {}
+        }
+    });
+    for _ in 0..n {
+        let client = TcpStream::connect(addr).expect("connect");
+        drop(client);
+    }
+    server.join().expect("server thread");
+    addr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_counters() {
+        let netstat =
+            "TcpExt: SyncookiesSent TW TWRecycled\nTcpExt: 0 200 3\nIpExt: InNoRoutes\nIpExt: 5\n";
+        let counters = tcp_counters(&[netstat.to_string()]);
+        assert_eq!(counters.get("TcpExt.TW"), Some(&200));
+        assert_eq!(counters.get("TcpExt.TWRecycled"), Some(&3));
+        assert_eq!(counters.get("TcpExt.SyncookiesSent"), None);
+        assert_eq!(counters.get("IpExt.InNoRoutes"), None);
+    }
+
+    #[test]
+    fn sample_does_not_match_prefixes() {
+        let text = "# TYPE x counter\ntwmon_events_total_x 5\ntwmon_events_total 6\na{b=\"c\"} 7\n";
+        assert_eq!(sample(text, "twmon_events_total", ""), Some(6.0));
+        assert_eq!(sample(text, "a", r#"b="c""#), Some(7.0));
+        assert_eq!(sample(text, "missing", ""), None);
+    }
 }
