@@ -11,6 +11,14 @@
 pub mod kind {
     /// A `sock:inet_sock_set_state` transition of a TCP socket.
     pub const STATE_CHANGE: u8 = 1;
+    /// `tcp_time_wait()` got a timewait socket: a TIME_WAIT (or orphaned
+    /// FIN_WAIT2) socket was born. `skaddr` is the new timewait socket,
+    /// `new_state` its substate, `aux` its timeout in jiffies.
+    pub const TW_BIRTH: u8 = 2;
+    /// `tcp_time_wait()` got no timewait socket (tcp_max_tw_buckets full, or
+    /// out of memory): the connection closed without TIME_WAIT protection.
+    /// `skaddr` is the full socket, `new_state` the substate it wanted.
+    pub const TW_OVERFLOW: u8 = 3;
 }
 
 /// Address families as the kernel numbers them (`AF_INET`, `AF_INET6`).
@@ -47,8 +55,8 @@ pub struct Event {
     pub new_state: u8,
     pub sport: u16,
     pub dport: u16,
-    /// Explicit padding so the layout has no implicit holes.
-    pub _pad: [u8; 4],
+    /// Kind-specific: for [`kind::TW_BIRTH`] the timeout in jiffies.
+    pub aux: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
@@ -69,8 +77,12 @@ pub mod counter {
     pub const RINGBUF_FULL: u32 = 0;
     /// Reading the socket's network namespace failed.
     pub const NETNS_READ_FAILED: u32 = 1;
+    /// An `inet_twsk_alloc` return did not match the pending
+    /// `tcp_time_wait` call on that CPU (nesting deeper than tracked, or a
+    /// skipped entry); that birth is not reported.
+    pub const TW_UNPAIRED: u32 = 2;
     /// Number of slots in the `COUNTERS` array.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Field offsets of the `sock:inet_sock_set_state` tracepoint record.
@@ -113,12 +125,54 @@ pub mod set_state_tp {
 pub mod globals {
     /// `u32`: only report sockets of this network namespace inode (0 = all).
     pub const NETNS_FILTER: &str = "NETNS_FILTER";
-    /// `u32`: byte offset of `sock_common.skc_net` inside `struct sock`
-    /// (`u32::MAX` = unknown, namespace not read).
-    pub const SKC_NET_OFFSET: &str = "SKC_NET_OFFSET";
-    /// `u32`: byte offset of `ns.inum` inside `struct net`.
-    pub const NET_INUM_OFFSET: &str = "NET_INUM_OFFSET";
+    /// [`SockOffsets`](super::SockOffsets): where to read socket fields.
+    pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
 }
+
+/// Byte offsets of the fields the programs read from kernel structs,
+/// resolved from the running kernel's BTF by the daemon (Rust eBPF has no
+/// CO-RE). [`OFFSET_UNKNOWN`] marks a field this kernel does not have; the
+/// daemon only loads programs whose fields are all known.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `struct sock` -> `__sk_common.skc_family` (u16).
+    pub skc_family: u32,
+    /// -> `skc_num`: local port, host byte order (u16).
+    pub skc_num: u32,
+    /// -> `skc_dport`: remote port, network byte order (u16).
+    pub skc_dport: u32,
+    /// -> `skc_rcv_saddr`: local IPv4 address (4 bytes).
+    pub skc_rcv_saddr: u32,
+    /// -> `skc_daddr`: remote IPv4 address (4 bytes).
+    pub skc_daddr: u32,
+    /// -> `skc_v6_rcv_saddr`: local IPv6 address (16 bytes).
+    pub skc_v6_rcv_saddr: u32,
+    /// -> `skc_v6_daddr`: remote IPv6 address (16 bytes).
+    pub skc_v6_daddr: u32,
+    /// -> `skc_net`: the `struct net *` (possible_net_t).
+    pub skc_net: u32,
+    /// `struct net` -> `ns.inum` (u32).
+    pub net_inum: u32,
+}
+
+impl SockOffsets {
+    pub const UNKNOWN: SockOffsets = SockOffsets {
+        skc_family: OFFSET_UNKNOWN,
+        skc_num: OFFSET_UNKNOWN,
+        skc_dport: OFFSET_UNKNOWN,
+        skc_rcv_saddr: OFFSET_UNKNOWN,
+        skc_daddr: OFFSET_UNKNOWN,
+        skc_v6_rcv_saddr: OFFSET_UNKNOWN,
+        skc_v6_daddr: OFFSET_UNKNOWN,
+        skc_net: OFFSET_UNKNOWN,
+        net_inum: OFFSET_UNKNOWN,
+    };
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, `Copy`, only `u32` fields: no padding.
+unsafe impl aya::Pod for SockOffsets {}
 
 /// Sentinel for an offset the daemon could not resolve.
 pub const OFFSET_UNKNOWN: u32 = u32::MAX;

@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use monitor_common::{Event, OFFSET_UNKNOWN, counter};
+use monitor_common::{Event, OFFSET_UNKNOWN, SockOffsets, counter, family};
 
 /// Set by the daemon before load: only this network namespace (0 = all).
 #[unsafe(no_mangle)]
@@ -14,9 +14,7 @@ static NETNS_FILTER: Global<u32> = Global::new(0);
 /// Offsets resolved from the running kernel's BTF by the daemon; Rust eBPF
 /// has no CO-RE, so nothing layout-dependent is baked in at build time.
 #[unsafe(no_mangle)]
-static SKC_NET_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
-#[unsafe(no_mangle)]
-static NET_INUM_OFFSET: Global<u32> = Global::new(OFFSET_UNKNOWN);
+static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets::UNKNOWN);
 
 /// Every event for userspace. 256 KiB by default (4096 events); the daemon
 /// may resize it before load.
@@ -39,8 +37,8 @@ pub fn bump(index: u32) {
 /// Network namespace inode of `sk`, or 0 when it cannot be read.
 #[inline(always)]
 pub fn netns_of(sk: u64) -> u32 {
-    let skc_net = SKC_NET_OFFSET.load();
-    let inum = NET_INUM_OFFSET.load();
+    let offsets = SOCK_OFFSETS.load();
+    let (skc_net, inum) = (offsets.skc_net, offsets.net_inum);
     if skc_net == OFFSET_UNKNOWN || inum == OFFSET_UNKNOWN {
         return 0;
     }
@@ -58,6 +56,51 @@ pub fn netns_of(sk: u64) -> u32 {
             0
         }
     }
+}
+
+/// Reads `T` at `base + offset` in kernel memory.
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
+    if offset == OFFSET_UNKNOWN {
+        return Err(-1);
+    }
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
+}
+
+/// What identifies a connection, read from a `struct sock` (a full or a
+/// timewait socket: both start with `sock_common`).
+pub struct Tuple {
+    pub family: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+#[inline(always)]
+pub fn tuple_of(sk: u64) -> Result<Tuple, i32> {
+    let o = SOCK_OFFSETS.load();
+    let fam: u16 = read(sk, o.skc_family)?;
+    let sport: u16 = read(sk, o.skc_num)?;
+    let dport_be: u16 = read(sk, o.skc_dport)?;
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if fam == family::INET6 as u16 {
+        saddr = read(sk, o.skc_v6_rcv_saddr)?;
+        daddr = read(sk, o.skc_v6_daddr)?;
+    } else {
+        let s: [u8; 4] = read(sk, o.skc_rcv_saddr)?;
+        let d: [u8; 4] = read(sk, o.skc_daddr)?;
+        saddr[..4].copy_from_slice(&s);
+        daddr[..4].copy_from_slice(&d);
+    }
+    Ok(Tuple {
+        family: fam as u8,
+        sport,
+        dport: u16::from_be(dport_be),
+        saddr,
+        daddr,
+    })
 }
 
 /// True when events of namespace `netns` should be reported.

@@ -1,7 +1,9 @@
 //! twmon's kernel programs.
 //!
 //! One module per hook family, like kunai: `set_state` for the
-//! `sock:inet_sock_set_state` tracepoint. Maps, load-time globals and helpers
+//! `sock:inet_sock_set_state` tracepoint, `timewait` for the birth of
+//! timewait sockets (each hook in a fentry/fexit and a kprobe/kretprobe
+//! flavour; the daemon attaches the best one the kernel allows). Maps, load-time globals and helpers
 //! shared by all hooks live in `common`. Programs do the least work that
 //! keeps the numbers exact: filter, copy fixed-size records into the ring
 //! buffer, count what userspace cannot see. No per-event logging.
@@ -10,6 +12,7 @@
 
 mod common;
 mod set_state;
+mod timewait;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -48,7 +48,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         new_state: new_state as u8,
         sport: unsafe { ctx.read_at(off::SPORT)? },
         dport: unsafe { ctx.read_at(off::DPORT)? },
-        _pad: [0; 4],
+        aux: 0,
         saddr,
         daddr,
     });

@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::probes::ProbeMode;
+
 /// Default listen address. 9877 is not in Prometheus's list of exporter
 /// default ports taken by a well-known exporter (9100 node, 9090
 /// Prometheus, 9435 ebpf_exporter).
@@ -24,6 +26,30 @@ pub struct Cli {
 pub enum Command {
     /// Load the kernel probes and serve Prometheus metrics (needs root).
     Run(RunArgs),
+    /// Show, for this kernel, how each hook would attach and why better
+    /// methods were refused; exits non-zero if twmon cannot run at all.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+}
+
+/// How to load the kernel programs; shared by `run` and `check`.
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// Which attach methods to use: auto picks fentry/fexit, then
+    /// kprobe/kretprobe, per hook; the others force one (for tests and for
+    /// kernels where one misbehaves).
+    #[arg(long, value_enum, default_value_t = ProbeMode::Auto)]
+    pub probes: ProbeMode,
+
+    /// Kernel BTF to read struct offsets and signatures from, for kernels
+    /// that do not expose their own (e.g. a file from BTFHub).
+    #[arg(long, value_name = "PATH", default_value = crate::kernel_btf::VMLINUX_BTF)]
+    pub btf: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -48,10 +74,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 256 * 1024, value_parser = parse_ring_bytes)]
     pub ring_buffer_bytes: u32,
 
-    /// Kernel BTF to read struct offsets from, for kernels that do not
-    /// expose their own (e.g. a file from BTFHub).
-    #[arg(long, value_name = "PATH", default_value = crate::kernel_btf::VMLINUX_BTF)]
-    pub btf: PathBuf,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -113,8 +137,26 @@ mod tests {
     #[test]
     fn default_listen_parses() {
         let cli = Cli::try_parse_from(["twmon", "run"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(args.listen.port(), 9877);
+        assert_eq!(args.probes.probes, ProbeMode::Auto);
         assert_eq!(args.snapshot_interval, Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod probe_mode_tests {
+    use super::*;
+
+    #[test]
+    fn probe_modes_parse() {
+        let cli = Cli::try_parse_from(["twmon", "check", "--probes", "kprobe"]).unwrap();
+        let Command::Check(args) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(args.probes.probes, ProbeMode::Kprobe);
+        assert!(Cli::try_parse_from(["twmon", "run", "--probes", "uprobe"]).is_err());
     }
 }

@@ -48,15 +48,12 @@ impl ScrapeSource for Shared {
             .population
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let lost_in_kernel = self
-            .probes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .lost_in_kernel();
+        let probes = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
         Scrape {
             stats,
             population,
-            lost_in_kernel,
+            lost_in_kernel: probes.lost_in_kernel(),
+            hooks: probes.hooks.clone(),
         }
     }
 }
@@ -98,7 +95,8 @@ async fn run_async(args: RunArgs) -> Result<()> {
             Scope::All => None,
         },
         ring_bytes: args.ring_buffer_bytes,
-        btf: args.btf.clone(),
+        btf: args.probes.btf.clone(),
+        mode: args.probes.probes,
     })?;
     let own = netns::current()?;
     let initial = snapshot(scope.clone(), own.inode).await?;

@@ -117,9 +117,30 @@ pub struct StateChange {
     pub tuple: FourTuple,
 }
 
+/// A timewait socket born, or refused (see [`KernelEvent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timewait {
+    pub ts_ns: u64,
+    /// The timewait socket (birth) or the closing full socket (overflow).
+    pub skaddr: u64,
+    pub netns: Option<u32>,
+    pub family: Family,
+    /// TIME_WAIT, or FIN_WAIT2 for an orphaned socket waiting for the
+    /// peer's FIN.
+    pub substate: TcpState,
+    /// The timer `tcp_time_wait()` was asked for, in jiffies.
+    pub timeout_jiffies: u32,
+    pub tuple: FourTuple,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
     StateChange(StateChange),
+    /// `tcp_time_wait()` made a timewait socket.
+    TimewaitBirth(Timewait),
+    /// `tcp_time_wait()` could not (tcp_max_tw_buckets full): the
+    /// connection closed without TIME_WAIT protection.
+    TimewaitOverflow(Timewait),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -166,6 +187,30 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 },
             }))
         }
+        kind::TW_BIRTH | kind::TW_OVERFLOW => {
+            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            let substate =
+                TcpState::from_kernel(raw.new_state).ok_or(DecodeError::State(raw.new_state))?;
+            let tw = Timewait {
+                ts_ns: raw.ts_ns,
+                skaddr: raw.skaddr,
+                netns: (raw.netns != 0).then_some(raw.netns),
+                family,
+                substate,
+                timeout_jiffies: raw.aux,
+                tuple: FourTuple {
+                    saddr: ip(family, &raw.saddr),
+                    sport: raw.sport,
+                    daddr: ip(family, &raw.daddr),
+                    dport: raw.dport,
+                },
+            };
+            Ok(if raw.kind == kind::TW_BIRTH {
+                KernelEvent::TimewaitBirth(tw)
+            } else {
+                KernelEvent::TimewaitOverflow(tw)
+            })
+        }
         other => Err(DecodeError::Kind(other)),
     }
 }
@@ -204,7 +249,7 @@ pub(crate) mod tests {
             new_state: to,
             sport: 40000,
             dport: 80,
-            _pad: [0; 4],
+            aux: 0,
             saddr,
             daddr,
         }
@@ -219,7 +264,9 @@ pub(crate) mod tests {
     #[test]
     fn decodes_ipv4_transition() {
         let ev = decode(&bytes(&raw(family::INET, 4, 5))).unwrap();
-        let KernelEvent::StateChange(sc) = ev;
+        let KernelEvent::StateChange(sc) = ev else {
+            panic!("{ev:?}")
+        };
         assert_eq!(sc.family, Family::Ipv4);
         assert_eq!(sc.from, TcpState::FinWait1);
         assert_eq!(sc.to, TcpState::FinWait2);
@@ -232,7 +279,9 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_ipv6_transition() {
-        let KernelEvent::StateChange(sc) = decode(&bytes(&raw(family::INET6, 5, 7))).unwrap();
+        let Ok(KernelEvent::StateChange(sc)) = decode(&bytes(&raw(family::INET6, 5, 7))) else {
+            panic!("not a state change")
+        };
         assert_eq!(sc.family, Family::Ipv6);
         assert_eq!(sc.tuple.saddr, "::1".parse::<IpAddr>().unwrap());
         assert_eq!(sc.tuple.daddr, "fe80::7".parse::<IpAddr>().unwrap());
@@ -243,8 +292,31 @@ pub(crate) mod tests {
     fn unknown_netns_is_none() {
         let mut ev = raw(family::INET, 1, 4);
         ev.netns = 0;
-        let KernelEvent::StateChange(sc) = decode(&bytes(&ev)).unwrap();
+        let Ok(KernelEvent::StateChange(sc)) = decode(&bytes(&ev)) else {
+            panic!("not a state change")
+        };
         assert_eq!(sc.netns, None);
+    }
+
+    #[test]
+    fn decodes_timewait_birth_and_overflow() {
+        let mut ev = raw(family::INET, 0, 6);
+        ev.kind = kind::TW_BIRTH;
+        ev.aux = 15000;
+        let Ok(KernelEvent::TimewaitBirth(tw)) = decode(&bytes(&ev)) else {
+            panic!("not a birth")
+        };
+        assert_eq!(tw.substate, TcpState::TimeWait);
+        assert_eq!(tw.timeout_jiffies, 15000);
+        assert_eq!(tw.tuple.dport, 80);
+        ev.kind = kind::TW_OVERFLOW;
+        ev.new_state = 5;
+        let Ok(KernelEvent::TimewaitOverflow(tw)) = decode(&bytes(&ev)) else {
+            panic!("not an overflow")
+        };
+        assert_eq!(tw.substate, TcpState::FinWait2);
+        ev.new_state = 0;
+        assert_eq!(decode(&bytes(&ev)), Err(DecodeError::State(0)));
     }
 
     #[test]

@@ -9,18 +9,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
+use monitor_common::{OFFSET_UNKNOWN, SockOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// Offsets the kernel programs need.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Offsets {
-    /// `struct sock` -> `__sk_common.skc_net` (a `possible_net_t` whose first
-    /// and only member is the `struct net *`).
-    pub skc_net: u32,
-    /// `struct net` -> `ns.inum`.
-    pub net_inum: u32,
-}
 
 /// Loads kernel BTF from `path` (normally [`VMLINUX_BTF`]).
 pub fn load(path: &Path) -> Result<Btf> {
@@ -36,11 +27,61 @@ pub fn load(path: &Path) -> Result<Btf> {
         .with_context(|| format!("parsing kernel BTF {}", path.display()))
 }
 
-pub fn resolve(btf: &Btf) -> Result<Offsets> {
-    Ok(Offsets {
-        skc_net: offset_of(btf, "sock", &["__sk_common", "skc_net"])?,
-        net_inum: offset_of(btf, "net", &["ns", "inum"])?,
-    })
+/// Resolves every offset the programs use. A field this kernel lacks
+/// stays [`OFFSET_UNKNOWN`] (and is logged); the caller decides which
+/// programs can still run.
+pub fn resolve(btf: &Btf) -> SockOffsets {
+    let field = |root: &str, path: &[&str]| match offset_of(btf, root, path) {
+        Ok(off) => off,
+        Err(err) => {
+            log::warn!("{err:#}");
+            OFFSET_UNKNOWN
+        }
+    };
+    let skc = |name: &str| field("sock", &["__sk_common", name]);
+    SockOffsets {
+        skc_family: skc("skc_family"),
+        skc_num: skc("skc_num"),
+        skc_dport: skc("skc_dport"),
+        skc_rcv_saddr: skc("skc_rcv_saddr"),
+        skc_daddr: skc("skc_daddr"),
+        skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr"),
+        skc_v6_daddr: skc("skc_v6_daddr"),
+        skc_net: skc("skc_net"),
+        net_inum: field("net", &["ns", "inum"]),
+    }
+}
+
+/// True when every offset the socket-reading programs need is known.
+pub fn tuple_fields_known(o: &SockOffsets) -> bool {
+    [
+        o.skc_family,
+        o.skc_num,
+        o.skc_dport,
+        o.skc_rcv_saddr,
+        o.skc_daddr,
+        o.skc_v6_rcv_saddr,
+        o.skc_v6_daddr,
+    ]
+    .iter()
+    .all(|&off| off != OFFSET_UNKNOWN)
+}
+
+/// Number of parameters of kernel function `name`, None if BTF does not
+/// describe it (then fentry cannot attach to it either).
+pub fn func_params(btf: &Btf, name: &str) -> Option<usize> {
+    let func = btf
+        .resolve_types_by_name(name)
+        .ok()?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Func(f) => Some(f),
+            _ => None,
+        })?;
+    match btf.resolve_chained_type(&func).ok()? {
+        Type::FuncProto(proto) => Some(proto.parameters.len()),
+        _ => None,
+    }
 }
 
 /// Byte offset of the member reached by following `path` from struct
@@ -116,11 +157,21 @@ mod tests {
     #[test]
     fn resolves_offsets_on_this_kernel() {
         let btf = load(Path::new(VMLINUX_BTF)).unwrap();
-        let offsets = resolve(&btf).unwrap();
+        let o = resolve(&btf);
+        assert!(tuple_fields_known(&o), "{o:?}");
         let sock_common = offset_of(&btf, "sock", &["__sk_common"]).unwrap();
         assert_eq!(sock_common, 0);
-        assert!(offsets.skc_net > 0 && offsets.skc_net < 136, "{offsets:?}");
-        assert!(offsets.net_inum < 4096, "{offsets:?}");
+        // sock_common's layout has been stable for a decade: addresses, then
+        // the hash, then ports, then the family.
+        assert_eq!((o.skc_daddr, o.skc_rcv_saddr), (0, 4), "{o:?}");
+        assert_eq!((o.skc_dport, o.skc_num), (12, 14), "{o:?}");
+        assert_eq!(o.skc_family, 16, "{o:?}");
+        assert!(o.skc_v6_daddr > o.skc_family && o.skc_v6_rcv_saddr == o.skc_v6_daddr + 16);
+        assert!(o.skc_net > 0 && o.skc_net < 136, "{o:?}");
+        assert!(o.net_inum < 4096, "{o:?}");
         assert!(offset_of(&btf, "sock", &["__sk_common", "no_such_field"]).is_err());
+        assert_eq!(func_params(&btf, "tcp_time_wait"), Some(3));
+        assert_eq!(func_params(&btf, "inet_twsk_alloc"), Some(3));
+        assert_eq!(func_params(&btf, "no_such_function_twmon"), None);
     }
 }

@@ -5,6 +5,7 @@
 //! socket list (sock_diag) for what probes cannot count on every kernel.
 
 pub mod caps;
+pub mod check;
 pub mod cli;
 pub mod daemon;
 pub mod diag;

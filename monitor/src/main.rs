@@ -3,9 +3,15 @@ use monitor::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // `check` prints its own report; its log would only repeat it.
+    let level = match cli.command {
+        Command::Check(_) => "warn",
+        Command::Run(_) => "info",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match cli.command {
         Command::Run(args) => monitor::daemon::run(args),
+        Command::Check(args) => monitor::check::run(&args),
     };
     if let Err(err) = result {
         // One line with the whole context chain; never a backtrace.

@@ -6,7 +6,8 @@ use anyhow::{Context as _, Result};
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::{
-    event::Family,
+    event::{Family, TcpState},
+    probes::{HookStatus, Method},
     stats::{Population, StatsSnapshot},
 };
 
@@ -22,6 +23,16 @@ pub struct Scrape {
     /// Events the kernel could not deliver (ring buffer full, or the
     /// program run skipped because of nesting), as the kernel counted them.
     pub lost_in_kernel: u64,
+    /// How each hook is attached.
+    pub hooks: Vec<HookStatus>,
+}
+
+impl Scrape {
+    fn attached(&self, hook: &str) -> bool {
+        self.hooks
+            .iter()
+            .any(|h| h.hook == hook && h.method.is_some())
+    }
 }
 
 /// Renders `scrape` in the text exposition format.
@@ -77,6 +88,49 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
 
+    let probe_attached = IntGaugeVec::new(
+        Opts::new(
+            "twmon_probe_attached",
+            "1 if the hook is attached with this method; method=\"none\" (0) if it could not be.",
+        ),
+        &["hook", "method"],
+    )?;
+    for hook in &scrape.hooks {
+        let method = hook.method.map_or("none", Method::label);
+        probe_attached
+            .with_label_values(&[hook.hook, method])
+            .set(i64::from(hook.method.is_some()));
+    }
+    registry.register(Box::new(probe_attached))?;
+
+    // Only where the hook runs: a zero from a hook that is not attached
+    // would read as an exact "none happened".
+    if scrape.attached("timewait_birth") {
+        let entered = IntCounterVec::new(
+            Opts::new(
+                "twmon_timewait_entered_total",
+                "Timewait sockets born (tcp_time_wait), by family and substate.",
+            ),
+            &["family", "substate"],
+        )?;
+        for family in Family::ALL {
+            for substate in [TcpState::TimeWait, TcpState::FinWait2] {
+                let n = scrape.stats.entered.get(&(family, substate)).copied();
+                entered
+                    .with_label_values(&[family.label(), substate.name()])
+                    .inc_by(n.unwrap_or(0));
+            }
+        }
+        let overflow = IntCounter::new(
+            "twmon_timewait_overflow_total",
+            "Connections that closed without TIME_WAIT because no timewait socket could be \
+             had (tcp_max_tw_buckets full).",
+        )?;
+        overflow.inc_by(scrape.stats.overflows);
+        registry.register(Box::new(entered))?;
+        registry.register(Box::new(overflow))?;
+    }
+
     registry.register(Box::new(transitions))?;
     registry.register(Box::new(timewait))?;
     registry.register(Box::new(events))?;
@@ -97,7 +151,6 @@ fn gauge(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::TcpState;
     use testkit::sample;
 
     #[test]
@@ -135,6 +188,49 @@ mod tests {
         assert_eq!(sample(&text, "twmon_build_info", &version), Some(1.0));
         assert!(text.contains("# TYPE twmon_events_total counter"));
         assert!(text.contains("# TYPE twmon_timewait_sockets gauge"));
+    }
+
+    #[test]
+    fn timewait_counters_only_when_their_hook_runs() {
+        let mut scrape = Scrape::default();
+        scrape
+            .stats
+            .entered
+            .insert((Family::Ipv6, TcpState::FinWait2), 3);
+        scrape.stats.overflows = 2;
+        scrape.hooks = vec![HookStatus {
+            hook: "timewait_birth",
+            method: None,
+            refused: vec!["kprobe: no".into()],
+        }];
+        let text = encode(&scrape).unwrap();
+        assert!(!text.contains("twmon_timewait_entered_total"), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "twmon_probe_attached",
+                r#"hook="timewait_birth",method="none""#
+            ),
+            Some(0.0)
+        );
+
+        scrape.hooks[0].method = Some(Method::Kprobe);
+        let text = encode(&scrape).unwrap();
+        let entered = |labels: &str| sample(&text, "twmon_timewait_entered_total", labels);
+        assert_eq!(entered(r#"family="ipv6",substate="FIN_WAIT2""#), Some(3.0));
+        assert_eq!(entered(r#"family="ipv4",substate="TIME_WAIT""#), Some(0.0));
+        assert_eq!(
+            sample(&text, "twmon_timewait_overflow_total", ""),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "twmon_probe_attached",
+                r#"hook="timewait_birth",method="kprobe""#
+            ),
+            Some(1.0)
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub struct Stats {
     malformed: u64,
     /// Indexed by kernel state number (1..=12); row = from, column = to.
     transitions: [[u64; 13]; 13],
+    entered: BTreeMap<(Family, TcpState), u64>,
+    overflows: u64,
 }
 
 /// A consistent copy of [`Stats`] for one scrape.
@@ -20,6 +22,10 @@ pub struct StatsSnapshot {
     pub events: u64,
     pub malformed: u64,
     pub transitions: BTreeMap<(TcpState, TcpState), u64>,
+    /// Timewait sockets born, by family and substate.
+    pub entered: BTreeMap<(Family, TcpState), u64>,
+    /// Timewait sockets refused (tcp_max_tw_buckets full).
+    pub overflows: u64,
 }
 
 impl Stats {
@@ -29,6 +35,10 @@ impl Stats {
             KernelEvent::StateChange(sc) => {
                 self.transitions[sc.from as usize][sc.to as usize] += 1;
             }
+            KernelEvent::TimewaitBirth(tw) => {
+                *self.entered.entry((tw.family, tw.substate)).or_default() += 1;
+            }
+            KernelEvent::TimewaitOverflow(_) => self.overflows += 1,
         }
     }
 
@@ -53,6 +63,8 @@ impl Stats {
             events: self.events,
             malformed: self.malformed,
             transitions,
+            entered: self.entered.clone(),
+            overflows: self.overflows,
         }
     }
 }
@@ -118,6 +130,33 @@ mod tests {
             Some(&3)
         );
         assert_eq!(snap.transitions.len(), 3);
+    }
+
+    #[test]
+    fn counts_births_and_overflows() {
+        let mut stats = Stats::default();
+        for (fam, substate, kind) in [
+            (family::INET, 6, monitor_common::kind::TW_BIRTH),
+            (family::INET, 6, monitor_common::kind::TW_BIRTH),
+            (family::INET6, 5, monitor_common::kind::TW_BIRTH),
+            (family::INET, 5, monitor_common::kind::TW_OVERFLOW),
+        ] {
+            let mut raw_ev = raw(fam, 0, substate);
+            raw_ev.kind = kind;
+            stats.record(&decode_event(&raw_ev).unwrap());
+        }
+        let snap = stats.snapshot();
+        assert_eq!(
+            snap.entered.get(&(Family::Ipv4, TcpState::TimeWait)),
+            Some(&2)
+        );
+        assert_eq!(
+            snap.entered.get(&(Family::Ipv6, TcpState::FinWait2)),
+            Some(&1)
+        );
+        assert_eq!(snap.entered.get(&(Family::Ipv4, TcpState::FinWait2)), None);
+        assert_eq!(snap.overflows, 1);
+        assert_eq!(snap.events, 4);
     }
 
     #[test]

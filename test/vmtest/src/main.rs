@@ -1,17 +1,20 @@
 //! Scenarios that run inside the QEMU guest booted by `cargo xtask vm-test`
 //! (PID 1 is a busybox script; this binary is static, built for musl).
 //!
-//! Each scenario runs the real daemon against the guest's real kernel and
-//! checks exact numbers against the kernel's own view (/proc/net/tcp*,
-//! /proc/net/netstat). Output is one line per scenario,
+//! Each scenario runs the real daemon against the guest's real kernel, in a
+//! network namespace of its own, once per probe mode, and checks exact
+//! numbers against the kernel's own view (/proc/net/tcp*, /proc/net/netstat).
+//! Output is one line per scenario and mode,
 //! `vmtest: PASS|FAIL <scenario> [<mode>]`, then `vmtest: N passed, M failed`,
 //! which the host parses.
 
 use std::{
+    collections::BTreeMap,
     fs,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     panic,
-    path::{Path, PathBuf},
+    path::PathBuf,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -26,83 +29,135 @@ const N: u64 = 50;
 
 struct Ctx {
     twmon: PathBuf,
+    /// `--probes` value.
+    mode: &'static str,
+    /// Namespace of this scenario run; twmon watches only it, so the test's
+    /// own scrapes (loopback in the root namespace) stay out of the numbers.
+    netns: PathBuf,
+}
+
+impl Ctx {
+    fn start(&self, extra: &[&str]) -> Daemon {
+        let netns = self.netns.to_string_lossy().into_owned();
+        let mut args = vec!["--snapshot-interval", "200ms", "--probes", self.mode];
+        args.extend(["--netns", &netns]);
+        args.extend(extra);
+        Daemon::start(&self.twmon, &args)
+    }
+
+    fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        run_in_netns(&self.netns, f)
+    }
 }
 
 type Scenario = fn(&Ctx);
+
+const SCENARIOS: &[(&str, Scenario, &[&str])] = &[
+    (
+        "client_close_transitions",
+        client_close_transitions,
+        &["tracepoint", "fentry", "kprobe"],
+    ),
+    ("timewait_births", timewait_births, &["fentry", "kprobe"]),
+    (
+        "timewait_overflow",
+        timewait_overflow,
+        &["fentry", "kprobe"],
+    ),
+    ("check_prefers_fentry", check_prefers_fentry, &["auto"]),
+];
 
 fn main() {
     let twmon = std::env::args()
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/bin/twmon"));
-    let ctx = Ctx { twmon };
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("vmtest: kernel {}", kernel.trim());
-    create_netns_at(Path::new(NETNS));
 
-    let scenarios: &[(&str, Scenario)] = &[("client_close_transitions", client_close_transitions)];
     let (mut passed, mut failed) = (0, 0);
-    for (name, scenario) in scenarios {
-        let mode = "tracepoint";
-        match panic::catch_unwind(panic::AssertUnwindSafe(|| scenario(&ctx))) {
-            Ok(()) => {
-                passed += 1;
-                println!("vmtest: PASS {name} [{mode}]");
-            }
-            Err(err) => {
-                failed += 1;
-                let msg = err
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                println!("vmtest: FAIL {name} [{mode}]: {}", msg.replace('\n', " | "));
+    for (name, scenario, modes) in SCENARIOS {
+        for mode in *modes {
+            let netns = PathBuf::from(format!("/run/netns/{name}-{mode}"));
+            create_netns_at(&netns);
+            let ctx = Ctx {
+                twmon: twmon.clone(),
+                mode,
+                netns,
+            };
+            let started = Instant::now();
+            match panic::catch_unwind(panic::AssertUnwindSafe(|| scenario(&ctx))) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("vmtest: PASS {name} [{mode}] {:.1?}", started.elapsed());
+                }
+                Err(err) => {
+                    failed += 1;
+                    let msg = err
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    println!("vmtest: FAIL {name} [{mode}]: {}", msg.replace('\n', " | "));
+                }
             }
         }
     }
     println!("vmtest: {passed} passed, {failed} failed");
 }
 
-/// Where the guest's test namespace is bound: twmon watches only it, so
-/// the test's own scrapes (host-side loopback) stay out of the numbers.
-const NETNS: &str = "/run/netns/vmtest";
+/// Events received or lost since `before`.
+fn events_since(before: &str, now: &str) -> f64 {
+    let total = |t: &str| {
+        sample(t, "twmon_events_total", "").unwrap_or(0.0)
+            + sample(t, "twmon_events_lost_total", "").unwrap_or(0.0)
+    };
+    total(now) - total(before)
+}
+
+/// Scrapes until `done` holds, or fails after 30 s.
+fn wait_for(daemon: &Daemon, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = daemon.metrics();
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen:\n{text}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn counter_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, key: &str) -> u64 {
+    after.get(key).copied().unwrap_or(0) - before.get(key).copied().unwrap_or(0)
+}
+
+fn workload(ctx: &Ctx) {
+    ctx.inside(|| {
+        client_closes_first(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), N);
+        client_closes_first(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)), N);
+    });
+}
 
 /// N client-closed connections per family: every transition is received or
 /// counted lost, and the TIME_WAIT population equals the kernel's.
 fn client_close_transitions(ctx: &Ctx) {
-    let daemon = Daemon::start(
-        Path::new(&ctx.twmon),
-        &["--snapshot-interval", "200ms", "--netns", NETNS],
-    );
-    let (tw4, tw6) = run_in_netns(Path::new(NETNS), timewait_sockets_here);
+    let daemon = ctx.start(&[]);
     let before = daemon.metrics();
-    let base = |from: &str, to: &str| transitions(&before, from, to);
-    let base_events = sample(&before, "twmon_events_total", "").unwrap_or(0.0);
+    workload(ctx);
 
-    run_in_netns(Path::new(NETNS), || {
-        client_closes_first(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), N);
-        client_closes_first(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)), N);
+    // 10 transitions per connection, 2 per listener; in probe modes each
+    // connection also makes one timewait birth.
+    let births = if ctx.mode == "tracepoint" { 0 } else { 2 * N };
+    let expected = (2 * N * 10 + 4 + births) as f64;
+    let text = wait_for(&daemon, "all events", |t| {
+        events_since(&before, t) >= expected
     });
-
-    // 10 transitions per connection, 2 per listener.
-    let expected = (2 * N * 10 + 4) as f64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut text = daemon.metrics();
-    loop {
-        let got = sample(&text, "twmon_events_total", "").unwrap_or(0.0)
-            + sample(&text, "twmon_events_lost_total", "").unwrap_or(0.0)
-            - base_events;
-        if got >= expected {
-            assert_eq!(got, expected, "more events than the workload made");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "events did not arrive: {got} of {expected}"
-        );
-        thread::sleep(Duration::from_millis(100));
-        text = daemon.metrics();
-    }
+    assert_eq!(
+        events_since(&before, &text),
+        expected,
+        "more events than made"
+    );
     let lost = sample(&text, "twmon_events_lost_total", "").unwrap_or(0.0);
     assert_eq!(lost, 0.0, "events lost:\n{text}");
     let n = (2 * N) as f64;
@@ -113,7 +168,7 @@ fn client_close_transitions(ctx: &Ctx) {
         ("ESTABLISHED", "CLOSE_WAIT"),
         ("LAST_ACK", "CLOSE"),
     ] {
-        let got = transitions(&text, from, to) - base(from, to);
+        let got = transitions(&text, from, to) - transitions(&before, from, to);
         assert_eq!(got, n, "{from}->{to}: {got}, expected {n}");
     }
 
@@ -121,11 +176,10 @@ fn client_close_transitions(ctx: &Ctx) {
     // with the kernel's own list.
     thread::sleep(Duration::from_millis(600));
     let text = daemon.metrics();
-    let ((k4, k6), counters) = run_in_netns(Path::new(NETNS), || {
-        (timewait_sockets_here(), tcp_counters_here())
-    });
+    let ((k4, k6), counters) = ctx.inside(|| (timewait_sockets_here(), tcp_counters_here()));
+    let rsts = counters.get("Tcp.OutRsts").copied().unwrap_or(0);
     assert!(
-        k4 + k6 + counters.get("Tcp.OutRsts").copied().unwrap_or(0) >= tw4 + tw6 + 2 * N,
+        k4 + k6 + rsts >= 2 * N,
         "kernel TIME_WAIT ({k4}, {k6}): {counters:?}"
     );
     for (family, k) in [("ipv4", k4), ("ipv6", k6)] {
@@ -138,4 +192,117 @@ fn client_close_transitions(ctx: &Ctx) {
     }
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
+}
+
+/// Every client-closed connection gives exactly one timewait birth, in the
+/// right family, as the kernel's TcpExt.TW confirms.
+fn timewait_births(ctx: &Ctx) {
+    let daemon = ctx.start(&[]);
+    let attached = format!(r#"hook="timewait_birth",method="{}""#, ctx.mode);
+    let before = daemon.metrics();
+    assert_eq!(
+        sample(&before, "twmon_probe_attached", &attached),
+        Some(1.0),
+        "{before}"
+    );
+    let kernel_before = ctx.inside(tcp_counters_here);
+    workload(ctx);
+
+    let entered = |t: &str, family: &str| -> f64 {
+        ["TIME_WAIT", "FIN_WAIT2"]
+            .iter()
+            .filter_map(|s| {
+                let labels = format!(r#"family="{family}",substate="{s}""#);
+                sample(t, "twmon_timewait_entered_total", &labels)
+            })
+            .sum()
+    };
+    let n = N as f64;
+    let text = wait_for(&daemon, "N births per family", |t| {
+        entered(t, "ipv4") >= n && entered(t, "ipv6") >= n
+    });
+    assert_eq!(
+        (entered(&text, "ipv4"), entered(&text, "ipv6")),
+        (n, n),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "twmon_timewait_overflow_total", ""),
+        Some(0.0)
+    );
+    let kernel_after = ctx.inside(tcp_counters_here);
+    let tw = counter_delta(&kernel_before, &kernel_after, "TcpExt.TW");
+    println!("vmtest: info {} births, TcpExt.TW +{tw}", 2 * N);
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+/// With tcp_max_tw_buckets tiny, births beyond it are refused: twmon's
+/// overflow count equals the kernel's TCPTimeWaitOverflow, and births plus
+/// overflows account for every connection.
+fn timewait_overflow(ctx: &Ctx) {
+    const BUCKETS: u64 = 10;
+    ctx.inside(|| {
+        fs::write("/proc/sys/net/ipv4/tcp_max_tw_buckets", BUCKETS.to_string())
+            .expect("setting tcp_max_tw_buckets in the namespace");
+    });
+    let daemon = ctx.start(&[]);
+    let kernel_before = ctx.inside(tcp_counters_here);
+    workload(ctx);
+
+    let births = |t: &str| -> f64 {
+        let mut sum = 0.0;
+        for family in ["ipv4", "ipv6"] {
+            for s in ["TIME_WAIT", "FIN_WAIT2"] {
+                let labels = format!(r#"family="{family}",substate="{s}""#);
+                sum += sample(t, "twmon_timewait_entered_total", &labels).unwrap_or(0.0);
+            }
+        }
+        sum
+    };
+    let overflows = |t: &str| sample(t, "twmon_timewait_overflow_total", "").unwrap_or(0.0);
+    let total = (2 * N) as f64;
+    let text = wait_for(&daemon, "every close accounted", |t| {
+        births(t) + overflows(t) >= total
+    });
+    let kernel_after = ctx.inside(tcp_counters_here);
+    let kernel_overflows =
+        counter_delta(&kernel_before, &kernel_after, "TcpExt.TCPTimeWaitOverflow");
+    assert!(
+        kernel_overflows > 0,
+        "the kernel saw no overflow: {kernel_after:?}"
+    );
+    assert_eq!(overflows(&text), kernel_overflows as f64, "{text}");
+    assert_eq!(births(&text) + overflows(&text), total, "{text}");
+    assert!(births(&text) <= (BUCKETS + 1) as f64, "{text}");
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+/// On a kernel with BPF trampolines, `twmon check` picks fentry for every
+/// hook and exits 0.
+fn check_prefers_fentry(ctx: &Ctx) {
+    let out = Command::new(&ctx.twmon)
+        .arg("check")
+        .output()
+        .expect("running twmon check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "twmon check failed: {out:?}");
+    let method = |hook: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(hook))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        method("inet_sock_set_state").as_deref(),
+        Some("tracepoint"),
+        "{stdout}"
+    );
+    assert_eq!(
+        method("timewait_birth").as_deref(),
+        Some("fentry"),
+        "{stdout}"
+    );
 }

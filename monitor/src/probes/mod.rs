@@ -2,33 +2,65 @@
 //!
 //! Order matters: capabilities first (clearest error), then tracefs (aya
 //! looks it up once and caches the answer), then BTF offsets and layout
-//! checks, then load with globals set, then attach.
+//! checks, then load with globals set, then attach, hook by hook, each with
+//! the best method the kernel allows (see [`hooks`]).
+
+mod hooks;
 
 use std::{
+    fmt,
     os::fd::{AsFd as _, AsRawFd as _, RawFd},
     path::PathBuf,
 };
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader, Endianness,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use monitor_common::{OFFSET_UNKNOWN, counter, globals, set_state_tp};
+use monitor_common::{SockOffsets, counter, globals, set_state_tp};
+
+pub use hooks::{HookStatus, Method};
 
 use crate::{caps, kernel_btf, tracefs};
 
 /// The embedded eBPF object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
 
+/// Which attach methods the daemon may use (`--probes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeMode {
+    /// fentry/fexit where possible, else kprobe/kretprobe, else without.
+    Auto,
+    /// Only fentry/fexit; fail if a hook cannot use it.
+    Fentry,
+    /// Only kprobe/kretprobe; fail if a hook cannot use it.
+    Kprobe,
+    /// Only the tracepoint and sock_diag snapshots, as on kernels with
+    /// neither kprobes nor fentry.
+    Tracepoint,
+}
+
+impl fmt::Display for ProbeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProbeMode::Auto => "auto",
+            ProbeMode::Fentry => "fentry",
+            ProbeMode::Kprobe => "kprobe",
+            ProbeMode::Tracepoint => "tracepoint",
+        })
+    }
+}
+
 pub struct LoadOptions {
     /// Only report this namespace inode (None = all).
     pub netns_filter: Option<u32>,
     /// Ring buffer size in bytes: a power of two, multiple of the page size.
     pub ring_bytes: u32,
-    /// Kernel BTF to resolve struct offsets from.
+    /// Kernel BTF to resolve struct offsets and function signatures from.
     pub btf: PathBuf,
+    pub mode: ProbeMode,
 }
 
 /// Loaded and attached programs. Dropping this detaches everything.
@@ -38,6 +70,8 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     /// fds of the attached programs, valid as long as `_ebpf` lives.
     program_fds: Vec<RawFd>,
+    /// How each hook is attached, and why better methods were refused.
+    pub hooks: Vec<HookStatus>,
     /// Whether events carry the network namespace.
     pub netns_known: bool,
 }
@@ -49,17 +83,26 @@ impl Probes {
     /// (an interrupt's softirq nesting into a running program). Both are
     /// counted by the kernel itself.
     pub fn lost_in_kernel(&self) -> u64 {
-        let drops: u64 = self
-            .counters
-            .get(&counter::RINGBUF_FULL, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0);
         let misses: u64 = self
             .program_fds
             .iter()
             .filter_map(|fd| recursion_misses(*fd))
             .sum();
-        drops + misses
+        self.counter(counter::RINGBUF_FULL) + self.counter(counter::TW_UNPAIRED) + misses
+    }
+
+    fn counter(&self, index: u32) -> u64 {
+        self.counters
+            .get(&index, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Whether `hook` is attached (by any method).
+    pub fn attached(&self, hook: &str) -> bool {
+        self.hooks
+            .iter()
+            .any(|h| h.hook == hook && h.method.is_some())
     }
 }
 
@@ -85,8 +128,8 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
     let tracefs = tracefs::ensure_mounted()?;
     tracefs::verify_tracepoint(tracefs, "sock", "inet_sock_set_state", set_state_tp::FIELDS)?;
 
-    let offsets = match kernel_btf::load(&opts.btf).and_then(|btf| kernel_btf::resolve(&btf)) {
-        Ok(offsets) => Some(offsets),
+    let btf = match kernel_btf::load(&opts.btf) {
+        Ok(btf) => Some(btf),
         Err(err) if opts.netns_filter.is_none() => {
             log::warn!("{err:#}; events will not carry their network namespace");
             None
@@ -97,15 +140,20 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
             ));
         }
     };
-    let skc_net = offsets.map_or(OFFSET_UNKNOWN, |o| o.skc_net);
-    let net_inum = offsets.map_or(OFFSET_UNKNOWN, |o| o.net_inum);
+    let offsets = btf
+        .as_ref()
+        .map_or(SockOffsets::UNKNOWN, kernel_btf::resolve);
     let netns_filter = opts.netns_filter.unwrap_or(0);
-    log::debug!("offsets: skc_net={skc_net} net.ns.inum={net_inum}; netns filter {netns_filter}");
+    log::debug!("offsets {offsets:?}; netns filter {netns_filter}");
+    // aya wants its own BTF handle for fentry/fexit and relocations.
+    let aya_btf = btf
+        .as_ref()
+        .and_then(|_| Btf::parse_file(&opts.btf, Endianness::default()).ok());
 
     let mut ebpf = EbpfLoader::new()
+        .btf(aya_btf.as_ref())
         .override_global(globals::NETNS_FILTER, &netns_filter, true)
-        .override_global(globals::SKC_NET_OFFSET, &skc_net, true)
-        .override_global(globals::NET_INUM_OFFSET, &net_inum, true)
+        .override_global(globals::SOCK_OFFSETS, &offsets, true)
         .map_max_entries("EVENTS", opts.ring_bytes)
         .load(OBJECT)
         .context("loading the eBPF programs into the kernel")?;
@@ -118,8 +166,35 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
     program
         .attach("sock", "inet_sock_set_state")
         .context("attaching to tracepoint sock:inet_sock_set_state")?;
-    let program_fd = program.fd()?.as_fd().as_raw_fd();
-    log::info!("attached sock:inet_sock_set_state (tracepoint)");
+    let mut program_fds = vec![program.fd()?.as_fd().as_raw_fd()];
+    let mut statuses = vec![HookStatus {
+        hook: "inet_sock_set_state",
+        method: Some(Method::Tracepoint),
+        refused: Vec::new(),
+    }];
+
+    let env = hooks::Env {
+        btf: btf.as_ref(),
+        aya_btf: aya_btf.as_ref(),
+        offsets: &offsets,
+        mode: opts.mode,
+    };
+    for hook in hooks::HOOKS {
+        let (status, fds) = hooks::attach(&mut ebpf, hook, &env);
+        if status.method.is_none() && matches!(opts.mode, ProbeMode::Fentry | ProbeMode::Kprobe) {
+            return Err(anyhow!(
+                "--probes {}: hook {} cannot use it: {}",
+                opts.mode,
+                status.hook,
+                status.refused.join("; ")
+            ));
+        }
+        program_fds.extend(fds);
+        statuses.push(status);
+    }
+    for status in &statuses {
+        log::info!("{status}");
+    }
 
     let ring = RingBuf::try_from(
         ebpf.take_map("EVENTS")
@@ -133,8 +208,9 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         Probes {
             _ebpf: ebpf,
             counters,
-            program_fds: vec![program_fd],
-            netns_known: offsets.is_some(),
+            program_fds,
+            hooks: statuses,
+            netns_known: offsets.skc_net != monitor_common::OFFSET_UNKNOWN,
         },
         ring,
     ))
