@@ -154,6 +154,9 @@ pub struct SockOffsets {
     pub skc_net: u32,
     /// `struct net` -> `ns.inum` (u32).
     pub net_inum: u32,
+    /// `struct sock` -> `sk_protocol` (u16; a bitfield before Linux 5.6,
+    /// then unknown and the classic tracepoint is used instead).
+    pub sk_protocol: u32,
 }
 
 impl SockOffsets {
@@ -167,6 +170,7 @@ impl SockOffsets {
         skc_v6_daddr: OFFSET_UNKNOWN,
         skc_net: OFFSET_UNKNOWN,
         net_inum: OFFSET_UNKNOWN,
+        sk_protocol: OFFSET_UNKNOWN,
     };
 }
 

@@ -67,6 +67,12 @@ fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
 }
 
+/// `sk->sk_protocol`.
+#[inline(always)]
+pub fn sk_protocol(sk: u64) -> Result<u16, i32> {
+    read(sk, SOCK_OFFSETS.load().sk_protocol)
+}
+
 /// What identifies a connection, read from a `struct sock` (a full or a
 /// timewait socket: both start with `sock_common`).
 pub struct Tuple {

@@ -1,11 +1,59 @@
 //! `sock:inet_sock_set_state`: every TCP state transition, both ends, both
-//! families. The classic tracepoint works on every kernel since 4.16, even
-//! where kprobes and fentry are unavailable.
+//! families, in two flavours.
+//!
+//! The raw tracepoint is preferred: the classic one runs under the global
+//! per-CPU `bpf_prog_active` guard, so while any kprobe or classic
+//! tracepoint program runs on a CPU, a transition made by a softirq that
+//! interrupts it is dropped, and kernels before 6.7 do not even count the
+//! drop. Raw tracepoints only guard against their own program's recursion
+//! (and count it). The classic tracepoint remains for kernels where the
+//! socket fields cannot be resolved from BTF; it works on every kernel
+//! since 4.16.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
 use monitor_common::{Event, IPPROTO_TCP, family, kind, set_state_tp as off};
 
-use crate::common::{emit, netns_of, netns_wanted};
+use crate::common::{emit, netns_of, netns_wanted, sk_protocol, tuple_of};
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> u32 {
+    let sk: u64 = ctx.arg(0);
+    let old_state: i32 = ctx.arg(1);
+    let new_state: i32 = ctx.arg(2);
+    let _ = raw_set_state(sk, old_state, new_state);
+    0
+}
+
+#[inline(always)]
+fn raw_set_state(sk: u64, old_state: i32, new_state: i32) -> Result<(), i32> {
+    if sk_protocol(sk)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let netns = netns_of(sk);
+    if !netns_wanted(netns) {
+        return Ok(());
+    }
+    let t = tuple_of(sk)?;
+    emit(Event {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        skaddr: sk,
+        netns,
+        kind: kind::STATE_CHANGE,
+        family: t.family,
+        old_state: old_state as u8,
+        new_state: new_state as u8,
+        sport: t.sport,
+        dport: t.dport,
+        aux: 0,
+        saddr: t.saddr,
+        daddr: t.daddr,
+    });
+    Ok(())
+}
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {

@@ -207,11 +207,11 @@ fn drain(ring: &mut RingBuf<MapData>, shared: &Shared, warned: &mut bool) {
 
 async fn snapshot(scope: Scope, own_inode: u32) -> Result<Population> {
     tokio::task::spawn_blocking(move || {
-        let namespaces = match scope {
-            Scope::One(ns) => vec![ns],
-            Scope::All => netns::discover(),
+        let (namespaces, strict) = match scope {
+            Scope::One(ns) => (vec![ns], true),
+            Scope::All => (netns::discover(), false),
         };
-        diag::timewait_population(&namespaces, own_inode)
+        diag::timewait_population(&namespaces, own_inode, strict)
     })
     .await
     .context("sock_diag worker panicked")?

@@ -38,12 +38,20 @@ pub fn timewait_population_here() -> Result<Population> {
     Ok(population)
 }
 
-/// Sums TIME_WAIT populations over `namespaces`; a namespace that vanished
-/// since discovery is skipped.
-pub fn timewait_population(namespaces: &[Netns], own_inode: u32) -> Result<Population> {
+/// Sums TIME_WAIT populations over `namespaces`. The own namespace (which
+/// discovery always lists) must succeed: a kernel without tcp_diag shows
+/// up there. Others come and go at any moment (containers, `ip netns`), so
+/// unless `strict`, one that cannot be entered or dumped any more is
+/// skipped, not an error.
+pub fn timewait_population(
+    namespaces: &[Netns],
+    own_inode: u32,
+    strict: bool,
+) -> Result<Population> {
     let mut total = Population::default();
     for ns in namespaces {
-        let result = if ns.inode == own_inode {
+        let own = ns.inode == own_inode;
+        let result = if own {
             timewait_population_here()
         } else {
             netns::run_in(ns, timewait_population_here)
@@ -53,11 +61,8 @@ pub fn timewait_population(namespaces: &[Netns], own_inode: u32) -> Result<Popul
                 total.add(Family::Ipv4, p.ipv4);
                 total.add(Family::Ipv6, p.ipv6);
             }
-            Err(err) if !ns.path.exists() => {
-                log::debug!(
-                    "namespace {} vanished during the dump: {err:#}",
-                    ns.path.display()
-                );
+            Err(err) if !own && !strict => {
+                log::debug!("skipping namespace {}: {err:#}", ns.path.display());
             }
             Err(err) => {
                 return Err(err.context(format!("sock_diag dump in {}", ns.path.display())));

@@ -49,6 +49,7 @@ pub fn resolve(btf: &Btf) -> SockOffsets {
         skc_v6_daddr: skc("skc_v6_daddr"),
         skc_net: skc("skc_net"),
         net_inum: field("net", &["ns", "inum"]),
+        sk_protocol: field("sock", &["sk_protocol"]),
     }
 }
 
@@ -170,6 +171,7 @@ mod tests {
         assert!(o.skc_net > 0 && o.skc_net < 136, "{o:?}");
         assert!(o.net_inum < 4096, "{o:?}");
         assert!(offset_of(&btf, "sock", &["__sk_common", "no_such_field"]).is_err());
+        assert!(o.sk_protocol > o.skc_net && o.sk_protocol < 1024, "{o:?}");
         assert_eq!(func_params(&btf, "tcp_time_wait"), Some(3));
         assert_eq!(func_params(&btf, "inet_twsk_alloc"), Some(3));
         assert_eq!(func_params(&btf, "no_such_function_twmon"), None);

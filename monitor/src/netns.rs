@@ -75,6 +75,12 @@ pub fn discover() -> Vec<Netns> {
         );
     }
     for path in candidates {
+        // A file under /run/netns is only a namespace while bind-mounted
+        // (`ip netns add` creates it first, `del` unmounts it before
+        // removing it).
+        if !is_nsfs(&path) {
+            continue;
+        }
         if let Ok(inode) = inode_of(&path) {
             found.entry(inode).or_insert(path);
         }
@@ -83,6 +89,14 @@ pub fn discover() -> Vec<Netns> {
         .into_iter()
         .map(|(inode, path)| Netns { inode, path })
         .collect()
+}
+
+fn is_nsfs(path: &Path) -> bool {
+    /// `NSFS_MAGIC` from linux/magic.h.
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // f_type's width differs between architectures; i64 on x86_64.
+    #[allow(clippy::unnecessary_cast)]
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 as i64 == NSFS_MAGIC)
 }
 
 /// Runs `f` on a fresh thread that has joined namespace `ns`, so the

@@ -22,6 +22,7 @@ use crate::kernel_btf;
 pub enum Method {
     Fentry,
     Kprobe,
+    RawTracepoint,
     Tracepoint,
 }
 
@@ -30,6 +31,7 @@ impl Method {
         match self {
             Method::Fentry => "fentry",
             Method::Kprobe => "kprobe",
+            Method::RawTracepoint => "raw_tracepoint",
             Method::Tracepoint => "tracepoint",
         }
     }
@@ -201,7 +203,7 @@ fn attach_part(ebpf: &mut Ebpf, part: &Part, method: Method, env: &Env<'_>) -> R
             p.attach(part.function, 0).context("attach")?;
             Ok(p.fd()?.as_fd().as_raw_fd())
         }
-        Method::Tracepoint => bail!("not a tracepoint hook"),
+        Method::RawTracepoint | Method::Tracepoint => bail!("not a function hook"),
     }
 }
 
@@ -209,7 +211,7 @@ fn unload(ebpf: &mut Ebpf, part: &Part, method: Method) {
     let name = match method {
         Method::Fentry => part.fentry_program,
         Method::Kprobe => part.kprobe_program,
-        Method::Tracepoint => return,
+        Method::RawTracepoint | Method::Tracepoint => return,
     };
     let Some(program) = ebpf.program_mut(name) else {
         return;
@@ -257,7 +259,7 @@ fn explain(line: &str) -> String {
 }
 
 /// An error chain on one line, without the noise of repeated causes.
-fn one_line(err: &anyhow::Error) -> String {
+pub fn one_line(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in err.chain() {
         let text = cause.to_string();

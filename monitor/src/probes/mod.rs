@@ -10,16 +10,16 @@ mod hooks;
 use std::{
     fmt,
     os::fd::{AsFd as _, AsRawFd as _, RawFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader, Endianness,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
-use monitor_common::{SockOffsets, counter, globals, set_state_tp};
+use monitor_common::{OFFSET_UNKNOWN, SockOffsets, counter, globals, set_state_tp};
 
 pub use hooks::{HookStatus, Method};
 
@@ -126,7 +126,6 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
     caps::require_tracing()?;
     raise_memlock();
     let tracefs = tracefs::ensure_mounted()?;
-    tracefs::verify_tracepoint(tracefs, "sock", "inet_sock_set_state", set_state_tp::FIELDS)?;
 
     let btf = match kernel_btf::load(&opts.btf) {
         Ok(btf) => Some(btf),
@@ -158,20 +157,9 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         .load(OBJECT)
         .context("loading the eBPF programs into the kernel")?;
 
-    let program: &mut TracePoint = ebpf
-        .program_mut("inet_sock_set_state")
-        .ok_or_else(|| anyhow!("program inet_sock_set_state missing from the eBPF object"))?
-        .try_into()?;
-    program.load().context("verifying inet_sock_set_state")?;
-    program
-        .attach("sock", "inet_sock_set_state")
-        .context("attaching to tracepoint sock:inet_sock_set_state")?;
-    let mut program_fds = vec![program.fd()?.as_fd().as_raw_fd()];
-    let mut statuses = vec![HookStatus {
-        hook: "inet_sock_set_state",
-        method: Some(Method::Tracepoint),
-        refused: Vec::new(),
-    }];
+    let (status, fd) = attach_set_state(&mut ebpf, &offsets, tracefs)?;
+    let mut program_fds = vec![fd];
+    let mut statuses = vec![status];
 
     let env = hooks::Env {
         btf: btf.as_ref(),
@@ -210,10 +198,61 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
             counters,
             program_fds,
             hooks: statuses,
-            netns_known: offsets.skc_net != monitor_common::OFFSET_UNKNOWN,
+            netns_known: offsets.skc_net != OFFSET_UNKNOWN,
         },
         ring,
     ))
+}
+
+/// Attaches the state-change program: the raw tracepoint when the socket
+/// fields it reads are known, else the classic tracepoint (whose record
+/// layout is checked first). This hook is mandatory: without it twmon has
+/// nothing to report.
+fn attach_set_state(
+    ebpf: &mut Ebpf,
+    offsets: &SockOffsets,
+    tracefs: &Path,
+) -> Result<(HookStatus, RawFd)> {
+    let mut refused = Vec::new();
+    if kernel_btf::tuple_fields_known(offsets) && offsets.sk_protocol != OFFSET_UNKNOWN {
+        let mut attempt = || -> Result<RawFd> {
+            let p: &mut RawTracePoint = ebpf
+                .program_mut("inet_sock_set_state_raw")
+                .ok_or_else(|| anyhow!("program inet_sock_set_state_raw missing"))?
+                .try_into()?;
+            p.load().context("load")?;
+            p.attach("inet_sock_set_state").context("attach")?;
+            Ok(p.fd()?.as_fd().as_raw_fd())
+        };
+        match attempt() {
+            Ok(fd) => {
+                let status = HookStatus {
+                    hook: "inet_sock_set_state",
+                    method: Some(Method::RawTracepoint),
+                    refused,
+                };
+                return Ok((status, fd));
+            }
+            Err(err) => refused.push(format!("raw_tracepoint: {}", hooks::one_line(&err))),
+        }
+    } else {
+        refused.push("raw_tracepoint: socket fields not found in kernel BTF".to_string());
+    }
+    tracefs::verify_tracepoint(tracefs, "sock", "inet_sock_set_state", set_state_tp::FIELDS)?;
+    let program: &mut TracePoint = ebpf
+        .program_mut("inet_sock_set_state")
+        .ok_or_else(|| anyhow!("program inet_sock_set_state missing from the eBPF object"))?
+        .try_into()?;
+    program.load().context("verifying inet_sock_set_state")?;
+    program
+        .attach("sock", "inet_sock_set_state")
+        .context("attaching to tracepoint sock:inet_sock_set_state")?;
+    let status = HookStatus {
+        hook: "inet_sock_set_state",
+        method: Some(Method::Tracepoint),
+        refused,
+    };
+    Ok((status, program.fd()?.as_fd().as_raw_fd()))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so map

@@ -158,8 +158,12 @@ fn client_close_transitions(ctx: &Ctx) {
         expected,
         "more events than made"
     );
-    let lost = sample(&text, "twmon_events_lost_total", "").unwrap_or(0.0);
-    assert_eq!(lost, 0.0, "events lost:\n{text}");
+    // Received + lost equals what the workload made (checked above), so a
+    // transition may be short by at most the events the kernel counted as
+    // skipped (an interrupt's softirq nesting into a running program; under
+    // TCG's slow emulation that happens every few hundred events).
+    let lost = sample(&text, "twmon_events_lost_total", "").unwrap_or(0.0)
+        - sample(&before, "twmon_events_lost_total", "").unwrap_or(0.0);
     let n = (2 * N) as f64;
     for (from, to) in [
         ("ESTABLISHED", "FIN_WAIT1"),
@@ -169,8 +173,15 @@ fn client_close_transitions(ctx: &Ctx) {
         ("LAST_ACK", "CLOSE"),
     ] {
         let got = transitions(&text, from, to) - transitions(&before, from, to);
-        assert_eq!(got, n, "{from}->{to}: {got}, expected {n}");
+        assert!(
+            got <= n && got + lost >= n,
+            "{from}->{to}: {got} counted, {lost} lost, {n} expected"
+        );
+        if lost == 0.0 {
+            assert_eq!(got, n, "{from}->{to}");
+        }
     }
+    println!("vmtest: info {lost} events lost (counted by the kernel)");
 
     // Population: let the namespace settle and a snapshot run, then compare
     // with the kernel's own list.
@@ -274,13 +285,15 @@ fn timewait_overflow(ctx: &Ctx) {
     );
     assert_eq!(overflows(&text), kernel_overflows as f64, "{text}");
     assert_eq!(births(&text) + overflows(&text), total, "{text}");
-    assert!(births(&text) <= (BUCKETS + 1) as f64, "{text}");
+    // TcpExt.TW counts births on these kernels (checked in timewait_births).
+    let kernel_births = counter_delta(&kernel_before, &kernel_after, "TcpExt.TW");
+    assert_eq!(births(&text), kernel_births as f64, "{text}");
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
 }
 
 /// On a kernel with BPF trampolines, `twmon check` picks fentry for every
-/// hook and exits 0.
+/// function hook and the raw tracepoint for state changes, and exits 0.
 fn check_prefers_fentry(ctx: &Ctx) {
     let out = Command::new(&ctx.twmon)
         .arg("check")
@@ -297,7 +310,7 @@ fn check_prefers_fentry(ctx: &Ctx) {
     };
     assert_eq!(
         method("inet_sock_set_state").as_deref(),
-        Some("tracepoint"),
+        Some("raw_tracepoint"),
         "{stdout}"
     );
     assert_eq!(
