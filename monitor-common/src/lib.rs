@@ -19,6 +19,11 @@ pub mod kind {
     /// out of memory): the connection closed without TIME_WAIT protection.
     /// `skaddr` is the full socket, `new_state` the substate it wanted.
     pub const TW_OVERFLOW: u8 = 3;
+    /// A segment reached a timewait socket (`tcp_timewait_state_process`).
+    /// `skaddr` is the timewait socket; `aux` packs the TCP flags byte
+    /// (bits 0-7), the substate (8-15) and the kernel's verdict,
+    /// `enum tcp_tw_status` (16-23).
+    pub const TW_SEGMENT: u8 = 4;
 }
 
 /// Address families as the kernel numbers them (`AF_INET`, `AF_INET6`).
@@ -157,6 +162,8 @@ pub struct SockOffsets {
     /// `struct sock` -> `sk_protocol` (u16; a bitfield before Linux 5.6,
     /// then unknown and the classic tracepoint is used instead).
     pub sk_protocol: u32,
+    /// `struct inet_timewait_sock` -> `tw_substate` (u8).
+    pub tw_substate: u32,
 }
 
 impl SockOffsets {
@@ -171,6 +178,7 @@ impl SockOffsets {
         skc_net: OFFSET_UNKNOWN,
         net_inum: OFFSET_UNKNOWN,
         sk_protocol: OFFSET_UNKNOWN,
+        tw_substate: OFFSET_UNKNOWN,
     };
 }
 

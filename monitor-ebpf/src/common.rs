@@ -60,11 +60,17 @@ pub fn netns_of(sk: u64) -> u32 {
 
 /// Reads `T` at `base + offset` in kernel memory.
 #[inline(always)]
-fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
+pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
     if offset == OFFSET_UNKNOWN {
         return Err(-1);
     }
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
+}
+
+/// `tw->tw_substate` of a timewait socket.
+#[inline(always)]
+pub fn tw_substate(tw: u64) -> Result<u8, i32> {
+    read(tw, SOCK_OFFSETS.load().tw_substate)
 }
 
 /// `sk->sk_protocol`.

@@ -1,13 +1,17 @@
-//! Birth of timewait sockets, and births refused.
+//! Timewait sockets: their birth (or refusal), and the segments they
+//! absorb.
 //!
-//! `tcp_time_wait(sk, state, timeo)` calls `inet_twsk_alloc()` exactly
-//! once; a NULL return means tcp_max_tw_buckets is full (or memory is
-//! short) and the connection closes with no TIME_WAIT protection. The entry
-//! of `tcp_time_wait` pushes its arguments on a small per-CPU stack and the
-//! return of `inet_twsk_alloc` pops them, because a kretprobe sees only the
-//! return value. A stack, not a slot: in process context (socket backlog
-//! processing) a softirq can run another `tcp_time_wait` in between on the
-//! same CPU, and calls nest strictly.
+//! Birth: `tcp_time_wait(sk, state, timeo)` calls `inet_twsk_alloc()`
+//! exactly once; a NULL return means tcp_max_tw_buckets is full (or memory
+//! is short) and the connection closes with no TIME_WAIT protection.
+//!
+//! Segments: `tcp_timewait_state_process(tw, skb, th, ...)` handles every
+//! segment that reaches a timewait socket; its return value is the verdict
+//! (`enum tcp_tw_status`). Its first three parameters are the same on 6.1
+//! and 6.18 (which added two more after them).
+//!
+//! Each hook's entry pushes what it needs on a per-CPU stack (see
+//! `pending`) and the return pops it.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -15,48 +19,37 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use monitor_common::{Event, counter, kind};
+use monitor_common::{Event, kind};
 
-use crate::common::{bump, emit, netns_of, netns_wanted, tuple_of};
-
-/// Nesting depth tracked per CPU; a power of two (see the index masks).
-const DEPTH: usize = 4;
-
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Pending {
-    sk: u64,
-    state: u32,
-    timeo: u32,
-}
-
-#[repr(C)]
-pub struct PendingStack {
-    depth: u32,
-    _pad: u32,
-    slots: [Pending; DEPTH],
-}
+use crate::{
+    common::{emit, netns_of, netns_wanted, read, tuple_of, tw_substate},
+    pending::{Pending, PendingStack, pop, push},
+};
 
 #[map]
-static TW_PENDING: PerCpuArray<PendingStack> = PerCpuArray::with_max_entries(1, 0);
+static TW_BIRTH_PENDING: PerCpuArray<PendingStack> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static TW_SEGMENT_PENDING: PerCpuArray<PendingStack> = PerCpuArray::with_max_entries(1, 0);
+
+// ---- birth ---------------------------------------------------------------
 
 #[fentry(function = "tcp_time_wait")]
 pub fn tcp_time_wait_fentry(ctx: FEntryContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let state: i32 = ctx.arg(1);
     let timeo: i32 = ctx.arg(2);
-    push(sk, state as u32, timeo as u32);
+    birth_entry(sk, state, timeo);
     0
 }
 
 #[kprobe]
 pub fn tcp_time_wait_kprobe(ctx: ProbeContext) -> u32 {
-    let (Some(sk), Some(state), Some(timeo)) =
+    if let (Some(sk), Some(state), Some(timeo)) =
         (ctx.arg::<u64>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2))
-    else {
-        return 0;
-    };
-    push(sk, state as u32, timeo as u32);
+    {
+        birth_entry(sk, state, timeo);
+    }
     0
 }
 
@@ -65,66 +58,124 @@ pub fn inet_twsk_alloc_fexit(ctx: FExitContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     // The return value follows the three arguments in the fexit context.
     let tw: u64 = ctx.arg(3);
-    pop(Some(sk), tw);
+    birth_return(Some(sk), tw);
     0
 }
 
 #[kretprobe]
 pub fn inet_twsk_alloc_kretprobe(ctx: RetProbeContext) -> u32 {
     let tw: u64 = ctx.ret();
-    pop(None, tw);
+    birth_return(None, tw);
     0
 }
 
 #[inline(always)]
-fn push(sk: u64, state: u32, timeo: u32) {
-    let Some(stack) = TW_PENDING.get_ptr_mut(0) else {
-        return;
-    };
-    let stack = unsafe { &mut *stack };
-    let depth = stack.depth;
-    if (depth as usize) < DEPTH {
-        // The mask keeps the index provably in bounds for the verifier.
-        stack.slots[depth as usize & (DEPTH - 1)] = Pending { sk, state, timeo };
-    }
-    stack.depth = depth.saturating_add(1);
+fn birth_entry(sk: u64, state: i32, timeo: i32) {
+    push(
+        &TW_BIRTH_PENDING,
+        Pending {
+            ptr: sk,
+            a: state as u32,
+            b: timeo as u32,
+        },
+    );
 }
 
-/// `sk` is known in fexit mode and checked against the pending entry; a
-/// kretprobe trusts the stack.
 #[inline(always)]
-fn pop(sk: Option<u64>, tw: u64) {
-    let Some(stack) = TW_PENDING.get_ptr_mut(0) else {
-        return;
-    };
-    let stack = unsafe { &mut *stack };
-    if stack.depth == 0 {
-        // inet_twsk_alloc called from elsewhere (DCCP on old kernels).
-        return;
-    }
-    let depth = stack.depth - 1;
-    stack.depth = depth;
-    if depth as usize >= DEPTH {
-        // Nested deeper than tracked: that entry was never stored.
-        bump(counter::TW_UNPAIRED);
-        return;
-    }
-    let pending = stack.slots[depth as usize & (DEPTH - 1)];
-    if sk.is_some_and(|sk| sk != pending.sk) {
-        bump(counter::TW_UNPAIRED);
-        return;
-    }
-    let netns = netns_of(pending.sk);
-    if !netns_wanted(netns) {
-        return;
-    }
-    let Ok(t) = tuple_of(pending.sk) else {
+fn birth_return(sk: Option<u64>, tw: u64) {
+    let Some(pending) = pop(&TW_BIRTH_PENDING, sk) else {
         return;
     };
     let (kind, skaddr) = if tw != 0 {
         (kind::TW_BIRTH, tw)
     } else {
-        (kind::TW_OVERFLOW, pending.sk)
+        (kind::TW_OVERFLOW, pending.ptr)
+    };
+    // Four-tuple and namespace from the full socket: the timewait socket
+    // is not filled in yet when inet_twsk_alloc returns.
+    report(kind, skaddr, pending.ptr, pending.a as u8, pending.b);
+}
+
+// ---- segments ------------------------------------------------------------
+
+#[fentry(function = "tcp_timewait_state_process")]
+pub fn tcp_timewait_state_process_fentry(ctx: FEntryContext) -> u32 {
+    let tw: u64 = ctx.arg(0);
+    let th: u64 = ctx.arg(2);
+    segment_entry(tw, th);
+    0
+}
+
+#[kprobe]
+pub fn tcp_timewait_state_process_kprobe(ctx: ProbeContext) -> u32 {
+    if let (Some(tw), Some(th)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(2)) {
+        segment_entry(tw, th);
+    }
+    0
+}
+
+#[fexit(function = "tcp_timewait_state_process")]
+pub fn tcp_timewait_state_process_fexit(ctx: FExitContext) -> u32 {
+    let tw: u64 = ctx.arg(0);
+    // bpf_get_func_ret: the verdict's position depends on the kernel's
+    // parameter count (3 on 6.1, 5 on 6.18).
+    if let Ok(verdict) = ctx.ret::<i32>() {
+        segment_return(Some(tw), verdict);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn tcp_timewait_state_process_kretprobe(ctx: RetProbeContext) -> u32 {
+    let verdict: i32 = ctx.ret();
+    segment_return(None, verdict);
+    0
+}
+
+/// Offset of the flags byte (CWR ECE URG ACK PSH RST SYN FIN) in a TCP
+/// header: fixed by RFC 9293, not by any kernel.
+const TCP_FLAGS_OFFSET: u32 = 13;
+
+#[inline(always)]
+fn segment_entry(tw: u64, th: u64) {
+    let flags: u8 = read(th, TCP_FLAGS_OFFSET).unwrap_or(0);
+    // The substate before processing: a FIN turns FIN_WAIT2 into TIME_WAIT.
+    let substate = tw_substate(tw).unwrap_or(0);
+    push(
+        &TW_SEGMENT_PENDING,
+        Pending {
+            ptr: tw,
+            a: u32::from(flags),
+            b: u32::from(substate),
+        },
+    );
+}
+
+#[inline(always)]
+fn segment_return(tw: Option<u64>, verdict: i32) {
+    let Some(pending) = pop(&TW_SEGMENT_PENDING, tw) else {
+        return;
+    };
+    let aux = (pending.a & 0xff) | ((pending.b & 0xff) << 8) | (((verdict as u32) & 0xff) << 16);
+    report(
+        kind::TW_SEGMENT,
+        pending.ptr,
+        pending.ptr,
+        pending.b as u8,
+        aux,
+    );
+}
+
+/// Emits an event of `kind` about `skaddr`, with the namespace and
+/// four-tuple read from `tuple_from` (a full or a timewait socket).
+#[inline(always)]
+fn report(kind: u8, skaddr: u64, tuple_from: u64, state: u8, aux: u32) {
+    let netns = netns_of(tuple_from);
+    if !netns_wanted(netns) {
+        return;
+    }
+    let Ok(t) = tuple_of(tuple_from) else {
+        return;
     };
     emit(Event {
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -133,10 +184,10 @@ fn pop(sk: Option<u64>, tw: u64) {
         kind,
         family: t.family,
         old_state: 0,
-        new_state: pending.state as u8,
+        new_state: state,
         sport: t.sport,
         dport: t.dport,
-        aux: pending.timeo,
+        aux,
         saddr: t.saddr,
         daddr: t.daddr,
     });

@@ -133,6 +133,113 @@ pub struct Timewait {
     pub tuple: FourTuple,
 }
 
+/// What a segment that reached a timewait socket was, from the timewait
+/// socket's point of view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SegmentKind {
+    /// A FIN again, in TIME_WAIT: the peer never got our last ACK and
+    /// retransmitted; TIME_WAIT re-ACKs it (the first reason it exists).
+    FinRetransmit,
+    /// An ACK or data of the old connection, in TIME_WAIT: a delayed
+    /// duplicate absorbed instead of reaching a new incarnation (the
+    /// second reason).
+    OldDuplicate,
+    /// A SYN: a new connection attempt on the same four-tuple.
+    Syn,
+    /// An RST: with tcp_rfc1337=0 it kills the timewait socket.
+    Rst,
+    /// Anything else, e.g. the peer's first FIN reaching an orphaned
+    /// FIN_WAIT2 timewait socket.
+    Other,
+}
+
+impl SegmentKind {
+    pub const ALL: [SegmentKind; 5] = [
+        SegmentKind::FinRetransmit,
+        SegmentKind::OldDuplicate,
+        SegmentKind::Syn,
+        SegmentKind::Rst,
+        SegmentKind::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SegmentKind::FinRetransmit => "fin_retransmit",
+            SegmentKind::OldDuplicate => "old_duplicate",
+            SegmentKind::Syn => "syn",
+            SegmentKind::Rst => "rst",
+            SegmentKind::Other => "other",
+        }
+    }
+
+    /// Classifies by the TCP flags and the substate the socket was in when
+    /// the segment arrived.
+    pub fn classify(flags: u8, substate: Option<TcpState>) -> SegmentKind {
+        const FIN: u8 = 0x01;
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        const ACK: u8 = 0x10;
+        let in_time_wait = substate == Some(TcpState::TimeWait);
+        if flags & RST != 0 {
+            SegmentKind::Rst
+        } else if flags & SYN != 0 {
+            SegmentKind::Syn
+        } else if flags & FIN != 0 && in_time_wait {
+            SegmentKind::FinRetransmit
+        } else if flags & ACK != 0 && flags & FIN == 0 && in_time_wait {
+            SegmentKind::OldDuplicate
+        } else {
+            SegmentKind::Other
+        }
+    }
+}
+
+/// The kernel's verdict on a segment (`enum tcp_tw_status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwVerdict {
+    /// Absorbed (or it killed the socket).
+    Success,
+    /// Answered with an RST.
+    Rst,
+    /// Answered with an ACK.
+    Ack,
+    /// A SYN accepted: the four-tuple goes to a new connection.
+    Syn,
+    /// An out-of-window ACK (newer kernels' TCP_TW_ACK_OOW).
+    AckOutOfWindow,
+    Unknown(u8),
+}
+
+impl TwVerdict {
+    pub fn from_kernel(v: u8) -> TwVerdict {
+        match v {
+            0 => TwVerdict::Success,
+            1 => TwVerdict::Rst,
+            2 => TwVerdict::Ack,
+            3 => TwVerdict::Syn,
+            4 => TwVerdict::AckOutOfWindow,
+            other => TwVerdict::Unknown(other),
+        }
+    }
+}
+
+/// A segment that reached a timewait socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub ts_ns: u64,
+    /// The timewait socket.
+    pub skaddr: u64,
+    pub netns: Option<u32>,
+    pub family: Family,
+    pub tuple: FourTuple,
+    /// TCP flags byte of the segment.
+    pub flags: u8,
+    /// Substate when it arrived (None if it could not be read).
+    pub substate: Option<TcpState>,
+    pub verdict: TwVerdict,
+    pub kind: SegmentKind,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
     StateChange(StateChange),
@@ -141,6 +248,8 @@ pub enum KernelEvent {
     /// `tcp_time_wait()` could not (tcp_max_tw_buckets full): the
     /// connection closed without TIME_WAIT protection.
     TimewaitOverflow(Timewait),
+    /// A segment reached a timewait socket.
+    TimewaitSegment(Segment),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -210,6 +319,27 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
             } else {
                 KernelEvent::TimewaitOverflow(tw)
             })
+        }
+        kind::TW_SEGMENT => {
+            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            let flags = (raw.aux & 0xff) as u8;
+            let substate = TcpState::from_kernel(((raw.aux >> 8) & 0xff) as u8);
+            Ok(KernelEvent::TimewaitSegment(Segment {
+                ts_ns: raw.ts_ns,
+                skaddr: raw.skaddr,
+                netns: (raw.netns != 0).then_some(raw.netns),
+                family,
+                tuple: FourTuple {
+                    saddr: ip(family, &raw.saddr),
+                    sport: raw.sport,
+                    daddr: ip(family, &raw.daddr),
+                    dport: raw.dport,
+                },
+                flags,
+                substate,
+                verdict: TwVerdict::from_kernel(((raw.aux >> 16) & 0xff) as u8),
+                kind: SegmentKind::classify(flags, substate),
+            }))
         }
         other => Err(DecodeError::Kind(other)),
     }
@@ -317,6 +447,42 @@ pub(crate) mod tests {
         assert_eq!(tw.substate, TcpState::FinWait2);
         ev.new_state = 0;
         assert_eq!(decode(&bytes(&ev)), Err(DecodeError::State(0)));
+    }
+
+    #[test]
+    fn classifies_segments() {
+        use SegmentKind::*;
+        let tw = Some(TcpState::TimeWait);
+        let fw2 = Some(TcpState::FinWait2);
+        // FIN|ACK again in TIME_WAIT: the peer lost our last ACK.
+        assert_eq!(SegmentKind::classify(0x11, tw), FinRetransmit);
+        // The first FIN reaching an orphaned FIN_WAIT2 socket.
+        assert_eq!(SegmentKind::classify(0x11, fw2), Other);
+        assert_eq!(SegmentKind::classify(0x10, tw), OldDuplicate);
+        assert_eq!(SegmentKind::classify(0x18, tw), OldDuplicate);
+        assert_eq!(SegmentKind::classify(0x02, tw), Syn);
+        assert_eq!(SegmentKind::classify(0x04, tw), Rst);
+        assert_eq!(SegmentKind::classify(0x14, fw2), Rst);
+        assert_eq!(SegmentKind::classify(0x10, None), Other);
+    }
+
+    #[test]
+    fn decodes_segments() {
+        let mut ev = raw(family::INET6, 0, 6);
+        ev.kind = kind::TW_SEGMENT;
+        ev.aux = 0x11 | (6 << 8) | (2 << 16);
+        let Ok(KernelEvent::TimewaitSegment(seg)) = decode(&bytes(&ev)) else {
+            panic!("not a segment")
+        };
+        assert_eq!(seg.kind, SegmentKind::FinRetransmit);
+        assert_eq!(seg.verdict, TwVerdict::Ack);
+        assert_eq!(seg.substate, Some(TcpState::TimeWait));
+        assert_eq!(seg.family, Family::Ipv6);
+        ev.aux = 0x02 | (6 << 8) | (3 << 16);
+        let Ok(KernelEvent::TimewaitSegment(seg)) = decode(&bytes(&ev)) else {
+            panic!("not a segment")
+        };
+        assert_eq!((seg.kind, seg.verdict), (SegmentKind::Syn, TwVerdict::Syn));
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub fn resolve(btf: &Btf) -> SockOffsets {
         skc_net: skc("skc_net"),
         net_inum: field("net", &["ns", "inum"]),
         sk_protocol: field("sock", &["sk_protocol"]),
+        tw_substate: field("inet_timewait_sock", &["tw_substate"]),
     }
 }
 
@@ -172,6 +173,7 @@ mod tests {
         assert!(o.net_inum < 4096, "{o:?}");
         assert!(offset_of(&btf, "sock", &["__sk_common", "no_such_field"]).is_err());
         assert!(o.sk_protocol > o.skc_net && o.sk_protocol < 1024, "{o:?}");
+        assert!(o.tw_substate > o.skc_family && o.tw_substate < 512, "{o:?}");
         assert_eq!(func_params(&btf, "tcp_time_wait"), Some(3));
         assert_eq!(func_params(&btf, "inet_twsk_alloc"), Some(3));
         assert_eq!(func_params(&btf, "no_such_function_twmon"), None);

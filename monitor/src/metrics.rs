@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::{
-    event::{Family, TcpState},
+    event::{Family, SegmentKind, TcpState},
     probes::{HookStatus, Method},
     stats::{Population, StatsSnapshot},
 };
@@ -129,6 +129,22 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
         overflow.inc_by(scrape.stats.overflows);
         registry.register(Box::new(entered))?;
         registry.register(Box::new(overflow))?;
+    }
+
+    if scrape.attached("timewait_segments") {
+        let segments = IntCounterVec::new(
+            Opts::new(
+                "twmon_timewait_segments_total",
+                "Segments that reached a timewait socket, by kind: fin_retransmit and \
+                 old_duplicate are TIME_WAIT doing its job.",
+            ),
+            &["kind"],
+        )?;
+        for kind in SegmentKind::ALL {
+            let n = scrape.stats.segments.get(&kind).copied().unwrap_or(0);
+            segments.with_label_values(&[kind.label()]).inc_by(n);
+        }
+        registry.register(Box::new(segments))?;
     }
 
     registry.register(Box::new(transitions))?;

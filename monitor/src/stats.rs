@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::event::{Family, KernelEvent, TcpState};
+use crate::event::{Family, KernelEvent, SegmentKind, TcpState};
 
 /// Running totals since the daemon started.
 #[derive(Debug, Default)]
@@ -14,6 +14,7 @@ pub struct Stats {
     transitions: [[u64; 13]; 13],
     entered: BTreeMap<(Family, TcpState), u64>,
     overflows: u64,
+    segments: BTreeMap<SegmentKind, u64>,
 }
 
 /// A consistent copy of [`Stats`] for one scrape.
@@ -26,6 +27,8 @@ pub struct StatsSnapshot {
     pub entered: BTreeMap<(Family, TcpState), u64>,
     /// Timewait sockets refused (tcp_max_tw_buckets full).
     pub overflows: u64,
+    /// Segments that reached timewait sockets, by kind.
+    pub segments: BTreeMap<SegmentKind, u64>,
 }
 
 impl Stats {
@@ -39,6 +42,9 @@ impl Stats {
                 *self.entered.entry((tw.family, tw.substate)).or_default() += 1;
             }
             KernelEvent::TimewaitOverflow(_) => self.overflows += 1,
+            KernelEvent::TimewaitSegment(seg) => {
+                *self.segments.entry(seg.kind).or_default() += 1;
+            }
         }
     }
 
@@ -65,6 +71,7 @@ impl Stats {
             transitions,
             entered: self.entered.clone(),
             overflows: self.overflows,
+            segments: self.segments.clone(),
         }
     }
 }

@@ -62,9 +62,12 @@ impl fmt::Display for HookStatus {
 /// One kernel function a hook attaches to.
 pub struct Part {
     pub function: &'static str,
-    /// Parameters the fentry/fexit program expects (checked against BTF:
+    /// Parameters the fentry/fexit program reads (checked against BTF:
     /// signatures change between kernels).
     pub params: usize,
+    /// Whether the kernel must have exactly `params` (the program reads the
+    /// return value right after them) or may have more after them.
+    pub exact: bool,
     /// Attach at return (fexit/kretprobe) rather than entry.
     pub at_return: bool,
     pub fentry_program: &'static str,
@@ -80,26 +83,52 @@ pub struct Hook {
     pub parts: &'static [Part],
 }
 
-pub const HOOKS: &[Hook] = &[Hook {
-    name: "timewait_birth",
-    needs_tuple: true,
-    parts: &[
-        Part {
-            function: "tcp_time_wait",
-            params: 3,
-            at_return: false,
-            fentry_program: "tcp_time_wait_fentry",
-            kprobe_program: "tcp_time_wait_kprobe",
-        },
-        Part {
-            function: "inet_twsk_alloc",
-            params: 3,
-            at_return: true,
-            fentry_program: "inet_twsk_alloc_fexit",
-            kprobe_program: "inet_twsk_alloc_kretprobe",
-        },
-    ],
-}];
+pub const HOOKS: &[Hook] = &[
+    Hook {
+        name: "timewait_birth",
+        needs_tuple: true,
+        parts: &[
+            Part {
+                function: "tcp_time_wait",
+                params: 3,
+                exact: false,
+                at_return: false,
+                fentry_program: "tcp_time_wait_fentry",
+                kprobe_program: "tcp_time_wait_kprobe",
+            },
+            Part {
+                function: "inet_twsk_alloc",
+                params: 3,
+                exact: true,
+                at_return: true,
+                fentry_program: "inet_twsk_alloc_fexit",
+                kprobe_program: "inet_twsk_alloc_kretprobe",
+            },
+        ],
+    },
+    Hook {
+        name: "timewait_segments",
+        needs_tuple: true,
+        parts: &[
+            Part {
+                function: "tcp_timewait_state_process",
+                params: 3,
+                exact: false,
+                at_return: false,
+                fentry_program: "tcp_timewait_state_process_fentry",
+                kprobe_program: "tcp_timewait_state_process_kprobe",
+            },
+            Part {
+                function: "tcp_timewait_state_process",
+                params: 3,
+                exact: false,
+                at_return: true,
+                fentry_program: "tcp_timewait_state_process_fexit",
+                kprobe_program: "tcp_timewait_state_process_kretprobe",
+            },
+        ],
+    },
+];
 
 pub struct Env<'a> {
     pub btf: Option<&'a btf_rs::Btf>,
@@ -116,7 +145,10 @@ pub fn attach(ebpf: &mut Ebpf, hook: &Hook, env: &Env<'_>) -> (HookStatus, Vec<R
         method: None,
         refused: Vec::new(),
     };
-    if hook.needs_tuple && !kernel_btf::tuple_fields_known(env.offsets) {
+    if hook.needs_tuple
+        && !(kernel_btf::tuple_fields_known(env.offsets)
+            && env.offsets.tw_substate != monitor_common::OFFSET_UNKNOWN)
+    {
         status
             .refused
             .push("socket fields not found in kernel BTF".to_string());
@@ -173,7 +205,7 @@ fn attach_part(ebpf: &mut Ebpf, part: &Part, method: Method, env: &Env<'_>) -> R
                 .btf
                 .and_then(|btf| kernel_btf::func_params(btf, part.function))
                 .ok_or_else(|| anyhow!("not described in kernel BTF"))?;
-            if params != part.params {
+            if params < part.params || (part.exact && params != part.params) {
                 bail!(
                     "takes {params} parameters on this kernel, twmon expects {}",
                     part.params

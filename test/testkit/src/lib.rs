@@ -401,6 +401,54 @@ pub fn client_closes_first(addr: SocketAddr, n: u64) -> SocketAddr {
     addr
 }
 
+/// The hazard TIME_WAIT guards against, on purpose: the server closes
+/// first (so the server side holds the four-tuple in TIME_WAIT), then a
+/// client connects again from the same source port. Its SYN reaches the
+/// server's timewait socket, which hands the four-tuple to the new
+/// connection. Returns true when the second connection was established.
+pub fn syn_into_server_timewait(listen: SocketAddr) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let listener = TcpListener::bind(listen).expect("bind listener");
+    let server = listener.local_addr().expect("listener address");
+    let client_socket = |local: SocketAddr| {
+        let s = Socket::new(Domain::for_address(local), Type::STREAM, None).expect("socket");
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        s.bind(&local.into()).expect("bind client");
+        s
+    };
+    let any = SocketAddr::new(listen.ip(), 0);
+    let first = client_socket(any);
+    first.connect(&server.into()).expect("first connect");
+    let client_addr = first
+        .local_addr()
+        .expect("client address")
+        .as_socket()
+        .expect("inet address");
+    let mut first = TcpStream::from(first);
+    let (conn, _) = listener.accept().expect("accept first");
+    drop(conn); // the server closes first
+    let mut buf = [0u8; 16];
+    while first.read(&mut buf).expect("read EOF") > 0 {}
+    drop(first);
+    // Let the final ACK land (server side now in TIME_WAIT) and the TCP
+    // timestamp clock (milliseconds) move on, so the new SYN is newer.
+    thread::sleep(Duration::from_millis(20));
+
+    let second = client_socket(client_addr);
+    let connected = second.connect(&server.into()).is_ok();
+    if connected {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if listener.accept().is_ok() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,78 @@
+//! A per-CPU stack pairing a function's entry with its return.
+//!
+//! A kretprobe sees only the return value, so what the entry knew (its
+//! arguments) is pushed here and popped at return. A stack, not a slot:
+//! in process context a softirq can run the same hooks in between on the
+//! same CPU, and calls nest strictly.
+
+use aya_ebpf::maps::PerCpuArray;
+use monitor_common::counter;
+
+use crate::common::bump;
+
+/// Nesting depth tracked per CPU; a power of two (see the index masks).
+pub const DEPTH: usize = 4;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Pending {
+    pub ptr: u64,
+    pub a: u32,
+    pub b: u32,
+}
+
+#[repr(C)]
+pub struct PendingStack {
+    depth: u32,
+    _pad: u32,
+    slots: [Pending; DEPTH],
+}
+
+/// `index` masked into `0..DEPTH` in a way the verifier can see. LLVM
+/// drops a mask it can prove redundant (the callers already checked the
+/// range) and the verifier, which tracks ranges less precisely through
+/// 32-bit arithmetic, then rejects the access; the volatile read hides the
+/// range from LLVM so the mask stays.
+#[inline(always)]
+fn bounded(index: u32) -> usize {
+    let index = unsafe { core::ptr::read_volatile(&index) };
+    index as usize & (DEPTH - 1)
+}
+
+#[inline(always)]
+pub fn push(map: &PerCpuArray<PendingStack>, entry: Pending) {
+    let Some(stack) = map.get_ptr_mut(0) else {
+        return;
+    };
+    let stack = unsafe { &mut *stack };
+    let depth = stack.depth;
+    if (depth as usize) < DEPTH {
+        stack.slots[bounded(depth)] = entry;
+    }
+    stack.depth = depth.saturating_add(1);
+}
+
+/// The entry pushed by the matching call, if it was stored; `ptr` (known in
+/// fexit mode) must match it. None and nothing counted when the stack is
+/// empty (the function was called from elsewhere).
+#[inline(always)]
+pub fn pop(map: &PerCpuArray<PendingStack>, ptr: Option<u64>) -> Option<Pending> {
+    let stack = map.get_ptr_mut(0)?;
+    let stack = unsafe { &mut *stack };
+    if stack.depth == 0 {
+        return None;
+    }
+    let depth = stack.depth - 1;
+    stack.depth = depth;
+    if depth as usize >= DEPTH {
+        // Nested deeper than tracked: that entry was never stored.
+        bump(counter::TW_UNPAIRED);
+        return None;
+    }
+    let pending = stack.slots[bounded(depth)];
+    if ptr.is_some_and(|p| p != pending.ptr) {
+        bump(counter::TW_UNPAIRED);
+        return None;
+    }
+    Some(pending)
+}
