@@ -24,6 +24,10 @@ pub mod kind {
     /// (bits 0-7), the substate (8-15) and the kernel's verdict,
     /// `enum tcp_tw_status` (16-23).
     pub const TW_SEGMENT: u8 = 4;
+    /// `connect()` failed with EADDRNOTAVAIL: no free local port (four-tuple)
+    /// toward that destination. `skaddr` is the caller's pid_tgid, `daddr`
+    /// and `dport` the destination; the source side is empty.
+    pub const CONNECT_EADDRNOTAVAIL: u8 = 5;
 }
 
 /// Address families as the kernel numbers them (`AF_INET`, `AF_INET6`).
@@ -126,6 +130,20 @@ pub mod set_state_tp {
     ];
 }
 
+/// Field offsets of the `syscalls:sys_enter_connect` and
+/// `syscalls:sys_exit_connect` records, checked against the running
+/// kernel's format files before attaching (as for [`set_state_tp`]).
+pub mod connect_tp {
+    pub const USERVADDR: usize = 24;
+    pub const RET: usize = 16;
+    pub const ENTER_FIELDS: &[(&str, usize, usize)] = &[
+        ("fd", 16, 8),
+        ("uservaddr", USERVADDR, 8),
+        ("addrlen", 32, 8),
+    ];
+    pub const EXIT_FIELDS: &[(&str, usize, usize)] = &[("ret", RET, 8)];
+}
+
 /// Names of the globals the daemon sets before load.
 pub mod globals {
     /// `u32`: only report sockets of this network namespace inode (0 = all).
@@ -164,6 +182,11 @@ pub struct SockOffsets {
     pub sk_protocol: u32,
     /// `struct inet_timewait_sock` -> `tw_substate` (u8).
     pub tw_substate: u32,
+    /// `struct task_struct` -> `nsproxy` (pointer), for the namespace of
+    /// the calling process in syscall hooks.
+    pub task_nsproxy: u32,
+    /// `struct nsproxy` -> `net_ns` (pointer to `struct net`).
+    pub nsproxy_net_ns: u32,
 }
 
 impl SockOffsets {
@@ -179,6 +202,8 @@ impl SockOffsets {
         net_inum: OFFSET_UNKNOWN,
         sk_protocol: OFFSET_UNKNOWN,
         tw_substate: OFFSET_UNKNOWN,
+        task_nsproxy: OFFSET_UNKNOWN,
+        nsproxy_net_ns: OFFSET_UNKNOWN,
     };
 }
 

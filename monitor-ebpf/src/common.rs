@@ -115,6 +115,23 @@ pub fn tuple_of(sk: u64) -> Result<Tuple, i32> {
     })
 }
 
+/// Network namespace inode of the calling task (process context only).
+#[inline(always)]
+pub fn current_netns() -> u32 {
+    let o = SOCK_OFFSETS.load();
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let Ok(nsproxy) = read::<u64>(task, o.task_nsproxy) else {
+        return 0;
+    };
+    if nsproxy == 0 {
+        return 0;
+    }
+    let Ok(net) = read::<u64>(nsproxy, o.nsproxy_net_ns) else {
+        return 0;
+    };
+    read::<u32>(net, o.net_inum).unwrap_or(0)
+}
+
 /// True when events of namespace `netns` should be reported.
 #[inline(always)]
 pub fn netns_wanted(netns: u32) -> bool {

@@ -11,6 +11,7 @@
 #![no_main]
 
 mod common;
+mod connect;
 mod pending;
 mod set_state;
 mod timewait;

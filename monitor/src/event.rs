@@ -250,6 +250,21 @@ pub enum KernelEvent {
     TimewaitOverflow(Timewait),
     /// A segment reached a timewait socket.
     TimewaitSegment(Segment),
+    /// `connect()` failed with EADDRNOTAVAIL: no free four-tuple toward
+    /// the destination.
+    ConnectEaddrnotavail(ConnectFailure),
+}
+
+/// A `connect()` that found no free local port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectFailure {
+    pub ts_ns: u64,
+    /// Thread group (pid) in the high half, thread id in the low half.
+    pub pid_tgid: u64,
+    pub netns: Option<u32>,
+    pub family: Family,
+    pub daddr: IpAddr,
+    pub dport: u16,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -339,6 +354,17 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 substate,
                 verdict: TwVerdict::from_kernel(((raw.aux >> 16) & 0xff) as u8),
                 kind: SegmentKind::classify(flags, substate),
+            }))
+        }
+        kind::CONNECT_EADDRNOTAVAIL => {
+            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            Ok(KernelEvent::ConnectEaddrnotavail(ConnectFailure {
+                ts_ns: raw.ts_ns,
+                pid_tgid: raw.skaddr,
+                netns: (raw.netns != 0).then_some(raw.netns),
+                family,
+                daddr: ip(family, &raw.daddr),
+                dport: raw.dport,
             }))
         }
         other => Err(DecodeError::Kind(other)),
@@ -483,6 +509,19 @@ pub(crate) mod tests {
             panic!("not a segment")
         };
         assert_eq!((seg.kind, seg.verdict), (SegmentKind::Syn, TwVerdict::Syn));
+    }
+
+    #[test]
+    fn decodes_connect_failures() {
+        let mut ev = raw(family::INET, 0, 0);
+        ev.kind = kind::CONNECT_EADDRNOTAVAIL;
+        ev.skaddr = (1234 << 32) | 1235;
+        let Ok(KernelEvent::ConnectEaddrnotavail(c)) = decode(&bytes(&ev)) else {
+            panic!("not a connect failure")
+        };
+        assert_eq!(c.pid_tgid >> 32, 1234);
+        assert_eq!(c.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!(c.dport, 80);
     }
 
     #[test]

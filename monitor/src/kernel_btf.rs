@@ -51,6 +51,8 @@ pub fn resolve(btf: &Btf) -> SockOffsets {
         net_inum: field("net", &["ns", "inum"]),
         sk_protocol: field("sock", &["sk_protocol"]),
         tw_substate: field("inet_timewait_sock", &["tw_substate"]),
+        task_nsproxy: field("task_struct", &["nsproxy"]),
+        nsproxy_net_ns: field("nsproxy", &["net_ns"]),
     }
 }
 

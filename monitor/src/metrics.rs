@@ -147,6 +147,16 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
         registry.register(Box::new(segments))?;
     }
 
+    if scrape.attached("connect_eaddrnotavail") {
+        let eaddrnotavail = IntCounter::new(
+            "twmon_connect_eaddrnotavail_total",
+            "connect() calls that failed with EADDRNOTAVAIL: no free local port toward the \
+             destination.",
+        )?;
+        eaddrnotavail.inc_by(scrape.stats.eaddrnotavail);
+        registry.register(Box::new(eaddrnotavail))?;
+    }
+
     registry.register(Box::new(transitions))?;
     registry.register(Box::new(timewait))?;
     registry.register(Box::new(events))?;

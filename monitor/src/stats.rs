@@ -15,6 +15,7 @@ pub struct Stats {
     entered: BTreeMap<(Family, TcpState), u64>,
     overflows: u64,
     segments: BTreeMap<SegmentKind, u64>,
+    eaddrnotavail: u64,
 }
 
 /// A consistent copy of [`Stats`] for one scrape.
@@ -29,6 +30,8 @@ pub struct StatsSnapshot {
     pub overflows: u64,
     /// Segments that reached timewait sockets, by kind.
     pub segments: BTreeMap<SegmentKind, u64>,
+    /// connect() calls that failed with EADDRNOTAVAIL.
+    pub eaddrnotavail: u64,
 }
 
 impl Stats {
@@ -45,6 +48,7 @@ impl Stats {
             KernelEvent::TimewaitSegment(seg) => {
                 *self.segments.entry(seg.kind).or_default() += 1;
             }
+            KernelEvent::ConnectEaddrnotavail(_) => self.eaddrnotavail += 1,
         }
     }
 
@@ -72,6 +76,7 @@ impl Stats {
             entered: self.entered.clone(),
             overflows: self.overflows,
             segments: self.segments.clone(),
+            eaddrnotavail: self.eaddrnotavail,
         }
     }
 }

@@ -282,3 +282,39 @@ fn without_btf_it_degrades_or_refuses_netns() {
     assert!(last.contains("/nonexistent/vmlinux"), "{stderr}");
     assert!(last.contains("CONFIG_DEBUG_INFO_BTF"), "{stderr}");
 }
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn counts_eaddrnotavail_when_ports_run_out() {
+    require_root();
+    let ns = TestNetns::new("ports");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40001");
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let daemon = start(&["--netns", &ns.path()]);
+    let before = daemon.metrics();
+    assert_eq!(
+        sample(
+            &before,
+            "twmon_probe_attached",
+            r#"hook="connect_eaddrnotavail",method="tracepoint""#
+        ),
+        Some(1.0),
+        "{before}"
+    );
+    let (made, failed) =
+        ns.run_inside(|| testkit::exhaust_ports(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 3));
+    // The kernel decides how many of the two ports connect() may use.
+    assert!(made >= 1 && failed == 3, "made {made}, failed {failed}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let count = |t: &str| sample(t, "twmon_connect_eaddrnotavail_total", "");
+    let mut text = daemon.metrics();
+    while count(&text) < Some(failed as f64) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        text = daemon.metrics();
+    }
+    assert_eq!(count(&text), Some(failed as f64), "{text}");
+    // Connects from outside the namespace are not counted: the test's own
+    // scrapes succeed, and nothing else failed.
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+}

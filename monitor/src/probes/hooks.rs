@@ -51,7 +51,7 @@ pub struct HookStatus {
 impl fmt::Display for HookStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let method = self.method.map_or("none", Method::label);
-        write!(f, "{:<20} {method}", self.hook)?;
+        write!(f, "{:<22} {method}", self.hook)?;
         if !self.refused.is_empty() {
             write!(f, " (refused: {})", self.refused.join("; "))?;
         }

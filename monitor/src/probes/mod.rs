@@ -19,7 +19,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
-use monitor_common::{OFFSET_UNKNOWN, SockOffsets, counter, globals, set_state_tp};
+use monitor_common::{OFFSET_UNKNOWN, SockOffsets, connect_tp, counter, globals, set_state_tp};
 
 pub use hooks::{HookStatus, Method};
 
@@ -161,6 +161,10 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
     let mut program_fds = vec![fd];
     let mut statuses = vec![status];
 
+    let (status, fds) = attach_connect(&mut ebpf, &offsets, tracefs, netns_filter != 0);
+    program_fds.extend(fds);
+    statuses.push(status);
+
     let env = hooks::Env {
         btf: btf.as_ref(),
         aya_btf: aya_btf.as_ref(),
@@ -253,6 +257,72 @@ fn attach_set_state(
         refused,
     };
     Ok((status, program.fd()?.as_fd().as_raw_fd()))
+}
+
+/// Attaches the connect() syscall tracepoints that see EADDRNOTAVAIL. Not
+/// mandatory: kernels built without syscall tracepoints just lack it.
+fn attach_connect(
+    ebpf: &mut Ebpf,
+    offsets: &SockOffsets,
+    tracefs: &Path,
+    filtered: bool,
+) -> (HookStatus, Vec<RawFd>) {
+    let mut status = HookStatus {
+        hook: "connect_eaddrnotavail",
+        method: None,
+        refused: Vec::new(),
+    };
+    let task_known = [
+        offsets.task_nsproxy,
+        offsets.nsproxy_net_ns,
+        offsets.net_inum,
+    ]
+    .iter()
+    .all(|&o| o != OFFSET_UNKNOWN);
+    if filtered && !task_known {
+        status
+            .refused
+            .push("tracepoint: the caller's namespace cannot be read (no BTF offsets)".into());
+        return (status, Vec::new());
+    }
+    let mut attempt = || -> Result<Vec<RawFd>> {
+        tracefs::verify_tracepoint(
+            tracefs,
+            "syscalls",
+            "sys_enter_connect",
+            connect_tp::ENTER_FIELDS,
+        )?;
+        tracefs::verify_tracepoint(
+            tracefs,
+            "syscalls",
+            "sys_exit_connect",
+            connect_tp::EXIT_FIELDS,
+        )?;
+        let mut fds = Vec::new();
+        for name in ["sys_enter_connect", "sys_exit_connect"] {
+            let p: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?
+                .try_into()?;
+            p.load().with_context(|| format!("load {name}"))?;
+            p.attach("syscalls", name)
+                .with_context(|| format!("attach {name}"))?;
+            fds.push(p.fd()?.as_fd().as_raw_fd());
+        }
+        Ok(fds)
+    };
+    match attempt() {
+        Ok(fds) => {
+            status.method = Some(Method::Tracepoint);
+            (status, fds)
+        }
+        Err(err) => {
+            status
+                .refused
+                .push(format!("tracepoint: {}", hooks::one_line(&err)));
+            (status, Vec::new())
+        }
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so map

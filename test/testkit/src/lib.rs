@@ -401,6 +401,37 @@ pub fn client_closes_first(addr: SocketAddr, n: u64) -> SocketAddr {
     addr
 }
 
+/// Port exhaustion toward one destination: connects to a fresh listener
+/// on `listen` and closes client-first, so each used local port stays in
+/// TIME_WAIT, until connect() fails with EADDRNOTAVAIL (the caller makes
+/// the port range tiny and tcp_tw_reuse 0). Returns (connections made,
+/// EADDRNOTAVAIL failures seen); stops after `failures` failures.
+pub fn exhaust_ports(listen: SocketAddr, failures: u64) -> (u64, u64) {
+    const EADDRNOTAVAIL: i32 = 99;
+    let listener = TcpListener::bind(listen).expect("bind listener");
+    let server = listener.local_addr().expect("listener address");
+    let (mut made, mut failed) = (0, 0);
+    for _ in 0..1000 {
+        match TcpStream::connect(server) {
+            Ok(client) => {
+                let (mut conn, _) = listener.accept().expect("accept");
+                drop(client);
+                let mut buf = [0u8; 16];
+                while conn.read(&mut buf).expect("read EOF") > 0 {}
+                made += 1;
+            }
+            Err(err) if err.raw_os_error() == Some(EADDRNOTAVAIL) => {
+                failed += 1;
+                if failed == failures {
+                    break;
+                }
+            }
+            Err(err) => panic!("connect failed otherwise: {err}"),
+        }
+    }
+    (made, failed)
+}
+
 /// The hazard TIME_WAIT guards against, on purpose: the server closes
 /// first (so the server side holds the four-tuple in TIME_WAIT), then a
 /// client connects again from the same source port. Its SYN reaches the

@@ -65,6 +65,11 @@ const SCENARIOS: &[(&str, Scenario, &[&str])] = &[
         &["fentry", "kprobe"],
     ),
     ("syn_in_timewait", syn_in_timewait, &["fentry", "kprobe"]),
+    (
+        "port_exhaustion",
+        port_exhaustion,
+        &["tracepoint", "fentry", "kprobe"],
+    ),
     ("check_prefers_fentry", check_prefers_fentry, &["auto"]),
 ];
 
@@ -356,6 +361,25 @@ fn syn_in_timewait(ctx: &Ctx) {
     let syn = |t: &str| sample(t, "twmon_timewait_segments_total", r#"kind="syn""#);
     let text = wait_for(&daemon, "the SYN", |t| syn(t).unwrap_or(0.0) >= 1.0);
     assert_eq!(syn(&text), Some(1.0), "{text}");
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+/// A two-port ip_local_port_range with tcp_tw_reuse off: once the used
+/// ports sit in TIME_WAIT, connect() fails with EADDRNOTAVAIL, and twmon
+/// counts every failure.
+fn port_exhaustion(ctx: &Ctx) {
+    ctx.inside(|| {
+        fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001").expect("port range");
+        fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0").expect("tw_reuse");
+    });
+    let daemon = ctx.start(&[]);
+    let (made, failed) =
+        ctx.inside(|| testkit::exhaust_ports(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 3));
+    assert!(made >= 1 && failed == 3, "made {made}, failed {failed}");
+    let count = |t: &str| sample(t, "twmon_connect_eaddrnotavail_total", "");
+    let text = wait_for(&daemon, "3 failures", |t| count(t) >= Some(3.0));
+    assert_eq!(count(&text), Some(3.0), "{text}");
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
 }
