@@ -28,6 +28,26 @@ pub mod kind {
     /// toward that destination. `skaddr` is the caller's pid_tgid, `daddr`
     /// and `dport` the destination; the source side is empty.
     pub const CONNECT_EADDRNOTAVAIL: u8 = 5;
+    /// A timewait socket died. `skaddr` is the timewait socket, `aux` one
+    /// of [`death_cause`](super::death_cause).
+    pub const TW_DEATH: u8 = 6;
+}
+
+/// Why a timewait socket died, as the kernel programs tell it.
+pub mod death_cause {
+    /// Its timer fired: the full 2*MSL (or tcp_fin_timeout for FIN_WAIT2).
+    pub const EXPIRED: u32 = 1;
+    /// A connect() took its four-tuple over (tcp_tw_reuse, or an
+    /// explicitly bound port with timestamps on).
+    pub const REUSED_BY_CONNECT: u32 = 2;
+    /// An incoming SYN was accepted as a new incarnation.
+    pub const REUSED_BY_SYN: u32 = 3;
+    /// An RST killed it (tcp_rfc1337=0): TIME_WAIT assassination.
+    pub const KILLED_BY_RST: u32 = 4;
+    /// Its network namespace went away.
+    pub const PURGED: u32 = 5;
+    /// Killed early for a reason no hook saw.
+    pub const UNKNOWN: u32 = 0;
 }
 
 /// Address families as the kernel numbers them (`AF_INET`, `AF_INET6`).
@@ -187,6 +207,9 @@ pub struct SockOffsets {
     pub task_nsproxy: u32,
     /// `struct nsproxy` -> `net_ns` (pointer to `struct net`).
     pub nsproxy_net_ns: u32,
+    /// `struct inet_timewait_sock` -> `tw_timer`: the timer handler gets a
+    /// pointer to it and steps back to the socket.
+    pub tw_timer: u32,
 }
 
 impl SockOffsets {
@@ -204,6 +227,7 @@ impl SockOffsets {
         tw_substate: OFFSET_UNKNOWN,
         task_nsproxy: OFFSET_UNKNOWN,
         nsproxy_net_ns: OFFSET_UNKNOWN,
+        tw_timer: OFFSET_UNKNOWN,
     };
 }
 

@@ -67,6 +67,12 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
 }
 
+/// Offset of `tw_timer` in `struct inet_timewait_sock`.
+#[inline(always)]
+pub fn tw_timer_offset() -> u32 {
+    SOCK_OFFSETS.load().tw_timer
+}
+
 /// `tw->tw_substate` of a timewait socket.
 #[inline(always)]
 pub fn tw_substate(tw: u64) -> Result<u8, i32> {

@@ -12,6 +12,7 @@
 
 mod common;
 mod connect;
+mod death;
 mod pending;
 mod set_state;
 mod timewait;

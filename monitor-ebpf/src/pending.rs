@@ -76,3 +76,15 @@ pub fn pop(map: &PerCpuArray<PendingStack>, ptr: Option<u64>) -> Option<Pending>
     }
     Some(pending)
 }
+
+/// The innermost pending entry, without popping it.
+#[inline(always)]
+pub fn peek(map: &PerCpuArray<PendingStack>) -> Option<Pending> {
+    let stack = map.get_ptr_mut(0)?;
+    let stack = unsafe { &*stack };
+    let depth = stack.depth;
+    if depth == 0 || depth as usize > DEPTH {
+        return None;
+    }
+    Some(stack.slots[bounded(depth - 1)])
+}

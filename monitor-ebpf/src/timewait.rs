@@ -30,7 +30,16 @@ use crate::{
 static TW_BIRTH_PENDING: PerCpuArray<PendingStack> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-static TW_SEGMENT_PENDING: PerCpuArray<PendingStack> = PerCpuArray::with_max_entries(1, 0);
+pub static TW_SEGMENT_PENDING: PerCpuArray<PendingStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// The timewait socket whose last segment on this CPU was a SYN the kernel
+/// accepted (verdict TCP_TW_SYN): the caller then kills it, after
+/// tcp_timewait_state_process has returned.
+#[map]
+pub static LAST_SYN_TW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `enum tcp_tw_status`: TCP_TW_SYN.
+const TCP_TW_SYN: i32 = 3;
 
 // ---- birth ---------------------------------------------------------------
 
@@ -114,14 +123,22 @@ pub fn tcp_timewait_state_process_kprobe(ctx: ProbeContext) -> u32 {
     0
 }
 
+// The verdict follows the parameters in the fexit context, and their
+// number differs (3 on 6.1, 5 on 6.18): one program per signature, the
+// daemon loads the one matching the kernel's BTF. (bpf_get_func_ret would
+// avoid that, but the 6.1 verifier's precision tracking can make it read
+// 0; seen as SYN verdicts that never showed.)
 #[fexit(function = "tcp_timewait_state_process")]
-pub fn tcp_timewait_state_process_fexit(ctx: FExitContext) -> u32 {
-    let tw: u64 = ctx.arg(0);
-    // bpf_get_func_ret: the verdict's position depends on the kernel's
-    // parameter count (3 on 6.1, 5 on 6.18).
-    if let Ok(verdict) = ctx.ret::<i32>() {
-        segment_return(Some(tw), verdict);
-    }
+pub fn tcp_timewait_state_process_fexit3(ctx: FExitContext) -> u32 {
+    let verdict: i32 = ctx.arg(3);
+    segment_return(Some(ctx.arg(0)), verdict);
+    0
+}
+
+#[fexit(function = "tcp_timewait_state_process")]
+pub fn tcp_timewait_state_process_fexit5(ctx: FExitContext) -> u32 {
+    let verdict: i32 = ctx.arg(5);
+    segment_return(Some(ctx.arg(0)), verdict);
     0
 }
 
@@ -156,6 +173,11 @@ fn segment_return(tw: Option<u64>, verdict: i32) {
     let Some(pending) = pop(&TW_SEGMENT_PENDING, tw) else {
         return;
     };
+    if verdict == TCP_TW_SYN
+        && let Some(slot) = LAST_SYN_TW.get_ptr_mut(0)
+    {
+        unsafe { *slot = pending.ptr };
+    }
     let aux = (pending.a & 0xff) | ((pending.b & 0xff) << 8) | (((verdict as u32) & 0xff) << 16);
     report(
         kind::TW_SEGMENT,
@@ -169,7 +191,7 @@ fn segment_return(tw: Option<u64>, verdict: i32) {
 /// Emits an event of `kind` about `skaddr`, with the namespace and
 /// four-tuple read from `tuple_from` (a full or a timewait socket).
 #[inline(always)]
-fn report(kind: u8, skaddr: u64, tuple_from: u64, state: u8, aux: u32) {
+pub fn report(kind: u8, skaddr: u64, tuple_from: u64, state: u8, aux: u32) {
     let netns = netns_of(tuple_from);
     if !netns_wanted(netns) {
         return;

@@ -253,6 +253,66 @@ pub enum KernelEvent {
     /// `connect()` failed with EADDRNOTAVAIL: no free four-tuple toward
     /// the destination.
     ConnectEaddrnotavail(ConnectFailure),
+    /// A timewait socket died.
+    TimewaitDeath(Death),
+}
+
+/// Why a timewait socket died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DeathCause {
+    Expired,
+    ReusedByConnect,
+    ReusedBySyn,
+    KilledByRst,
+    Purged,
+    Unknown,
+}
+
+impl DeathCause {
+    pub const ALL: [DeathCause; 6] = [
+        DeathCause::Expired,
+        DeathCause::ReusedByConnect,
+        DeathCause::ReusedBySyn,
+        DeathCause::KilledByRst,
+        DeathCause::Purged,
+        DeathCause::Unknown,
+    ];
+
+    pub fn from_kernel(code: u32) -> DeathCause {
+        use monitor_common::death_cause as c;
+        match code {
+            c::EXPIRED => DeathCause::Expired,
+            c::REUSED_BY_CONNECT => DeathCause::ReusedByConnect,
+            c::REUSED_BY_SYN => DeathCause::ReusedBySyn,
+            c::KILLED_BY_RST => DeathCause::KilledByRst,
+            c::PURGED => DeathCause::Purged,
+            _ => DeathCause::Unknown,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DeathCause::Expired => "expired",
+            DeathCause::ReusedByConnect => "reused_by_connect",
+            DeathCause::ReusedBySyn => "reused_by_syn",
+            DeathCause::KilledByRst => "killed_by_rst",
+            DeathCause::Purged => "purged",
+            DeathCause::Unknown => "unknown",
+        }
+    }
+}
+
+/// A timewait socket's death.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Death {
+    pub ts_ns: u64,
+    /// The timewait socket.
+    pub skaddr: u64,
+    pub netns: Option<u32>,
+    pub family: Family,
+    pub tuple: FourTuple,
+    pub substate: Option<TcpState>,
+    pub cause: DeathCause,
 }
 
 /// A `connect()` that found no free local port.
@@ -365,6 +425,23 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 family,
                 daddr: ip(family, &raw.daddr),
                 dport: raw.dport,
+            }))
+        }
+        kind::TW_DEATH => {
+            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            Ok(KernelEvent::TimewaitDeath(Death {
+                ts_ns: raw.ts_ns,
+                skaddr: raw.skaddr,
+                netns: (raw.netns != 0).then_some(raw.netns),
+                family,
+                tuple: FourTuple {
+                    saddr: ip(family, &raw.saddr),
+                    sport: raw.sport,
+                    daddr: ip(family, &raw.daddr),
+                    dport: raw.dport,
+                },
+                substate: TcpState::from_kernel(raw.new_state),
+                cause: DeathCause::from_kernel(raw.aux),
             }))
         }
         other => Err(DecodeError::Kind(other)),
@@ -522,6 +599,28 @@ pub(crate) mod tests {
         assert_eq!(c.pid_tgid >> 32, 1234);
         assert_eq!(c.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
         assert_eq!(c.dport, 80);
+    }
+
+    #[test]
+    fn decodes_deaths() {
+        let mut ev = raw(family::INET, 0, 6);
+        ev.kind = kind::TW_DEATH;
+        for (code, cause) in [
+            (1, DeathCause::Expired),
+            (2, DeathCause::ReusedByConnect),
+            (3, DeathCause::ReusedBySyn),
+            (4, DeathCause::KilledByRst),
+            (5, DeathCause::Purged),
+            (0, DeathCause::Unknown),
+            (77, DeathCause::Unknown),
+        ] {
+            ev.aux = code;
+            let Ok(KernelEvent::TimewaitDeath(d)) = decode(&bytes(&ev)) else {
+                panic!("not a death")
+            };
+            assert_eq!(d.cause, cause);
+            assert_eq!(d.substate, Some(TcpState::TimeWait));
+        }
     }
 
     #[test]

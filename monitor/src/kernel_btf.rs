@@ -53,6 +53,7 @@ pub fn resolve(btf: &Btf) -> SockOffsets {
         tw_substate: field("inet_timewait_sock", &["tw_substate"]),
         task_nsproxy: field("task_struct", &["nsproxy"]),
         nsproxy_net_ns: field("nsproxy", &["net_ns"]),
+        tw_timer: field("inet_timewait_sock", &["tw_timer"]),
     }
 }
 

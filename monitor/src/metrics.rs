@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::{
-    event::{Family, SegmentKind, TcpState},
+    event::{DeathCause, Family, SegmentKind, TcpState},
     probes::{HookStatus, Method},
     stats::{Population, StatsSnapshot},
 };
@@ -145,6 +145,22 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
             segments.with_label_values(&[kind.label()]).inc_by(n);
         }
         registry.register(Box::new(segments))?;
+    }
+
+    if scrape.attached("timewait_death") {
+        let exited = IntCounterVec::new(
+            Opts::new(
+                "twmon_timewait_exited_total",
+                "Timewait sockets that died, by cause: expired after their full time, or ended \
+                 early (reused by connect or SYN, killed by RST, namespace purged, unknown).",
+            ),
+            &["cause"],
+        )?;
+        for cause in DeathCause::ALL {
+            let n = scrape.stats.exited.get(&cause).copied().unwrap_or(0);
+            exited.with_label_values(&[cause.label()]).inc_by(n);
+        }
+        registry.register(Box::new(exited))?;
     }
 
     if scrape.attached("connect_eaddrnotavail") {

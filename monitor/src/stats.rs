@@ -1,9 +1,9 @@
 //! Counting what the event stream says. Pure logic: fed decoded events (or
 //! decode failures), read back as a [`StatsSnapshot`] at scrape time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use crate::event::{Family, KernelEvent, SegmentKind, TcpState};
+use crate::event::{DeathCause, Family, KernelEvent, SegmentKind, TcpState};
 
 /// Running totals since the daemon started.
 #[derive(Debug, Default)]
@@ -16,7 +16,18 @@ pub struct Stats {
     overflows: u64,
     segments: BTreeMap<SegmentKind, u64>,
     eaddrnotavail: u64,
+    exited: BTreeMap<DeathCause, u64>,
+    /// Timewait sockets that died since their last birth: a timer firing
+    /// while an early kill races it makes both hooks report one death.
+    /// Addresses are reused by the allocator, so a birth clears its entry.
+    /// Bounded: the oldest entries go first.
+    recently_dead: HashSet<u64>,
+    recently_dead_order: VecDeque<u64>,
+    duplicate_deaths: u64,
 }
+
+/// How many recent deaths are remembered for de-duplication.
+const RECENTLY_DEAD: usize = 65536;
 
 /// A consistent copy of [`Stats`] for one scrape.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -32,6 +43,10 @@ pub struct StatsSnapshot {
     pub segments: BTreeMap<SegmentKind, u64>,
     /// connect() calls that failed with EADDRNOTAVAIL.
     pub eaddrnotavail: u64,
+    /// Timewait sockets that died, by cause.
+    pub exited: BTreeMap<DeathCause, u64>,
+    /// Second reports of one death (timer and early kill racing).
+    pub duplicate_deaths: u64,
 }
 
 impl Stats {
@@ -43,6 +58,20 @@ impl Stats {
             }
             KernelEvent::TimewaitBirth(tw) => {
                 *self.entered.entry((tw.family, tw.substate)).or_default() += 1;
+                self.recently_dead.remove(&tw.skaddr);
+            }
+            KernelEvent::TimewaitDeath(death) => {
+                if !self.recently_dead.insert(death.skaddr) {
+                    self.duplicate_deaths += 1;
+                    return;
+                }
+                self.recently_dead_order.push_back(death.skaddr);
+                if self.recently_dead_order.len() > RECENTLY_DEAD
+                    && let Some(old) = self.recently_dead_order.pop_front()
+                {
+                    self.recently_dead.remove(&old);
+                }
+                *self.exited.entry(death.cause).or_default() += 1;
             }
             KernelEvent::TimewaitOverflow(_) => self.overflows += 1,
             KernelEvent::TimewaitSegment(seg) => {
@@ -77,6 +106,8 @@ impl Stats {
             overflows: self.overflows,
             segments: self.segments.clone(),
             eaddrnotavail: self.eaddrnotavail,
+            exited: self.exited.clone(),
+            duplicate_deaths: self.duplicate_deaths,
         }
     }
 }
@@ -169,6 +200,31 @@ mod tests {
         assert_eq!(snap.entered.get(&(Family::Ipv4, TcpState::FinWait2)), None);
         assert_eq!(snap.overflows, 1);
         assert_eq!(snap.events, 4);
+    }
+
+    #[test]
+    fn a_death_counts_once_per_birth() {
+        let mut stats = Stats::default();
+        let event = |kind: u8, aux: u32| {
+            let mut raw_ev = raw(family::INET, 0, 6);
+            raw_ev.kind = kind;
+            raw_ev.skaddr = 0xabc0;
+            raw_ev.aux = aux;
+            decode_event(&raw_ev).unwrap()
+        };
+        use monitor_common::{death_cause, kind};
+        stats.record(&event(kind::TW_BIRTH, 0));
+        // Timer and early kill racing: one death.
+        stats.record(&event(kind::TW_DEATH, death_cause::EXPIRED));
+        stats.record(&event(kind::TW_DEATH, death_cause::UNKNOWN));
+        // The address is reused by the next timewait socket.
+        stats.record(&event(kind::TW_BIRTH, 0));
+        stats.record(&event(kind::TW_DEATH, death_cause::REUSED_BY_SYN));
+        let snap = stats.snapshot();
+        assert_eq!(snap.exited.get(&DeathCause::Expired), Some(&1));
+        assert_eq!(snap.exited.get(&DeathCause::ReusedBySyn), Some(&1));
+        assert_eq!(snap.exited.get(&DeathCause::Unknown), None);
+        assert_eq!(snap.duplicate_deaths, 1);
     }
 
     #[test]

@@ -72,60 +72,172 @@ pub struct Part {
     pub at_return: bool,
     pub fentry_program: &'static str,
     pub kprobe_program: &'static str,
+    /// A part the hook can do without (it only refines what the others
+    /// report); its failure is noted, not fatal to the hook.
+    pub optional: bool,
+    /// fexit programs by the kernel's parameter count, for returns whose
+    /// position in the context follows the parameters; when set, it
+    /// replaces `fentry_program`.
+    pub fexit_by_params: &'static [(usize, &'static str)],
 }
 
 /// A hook: parts that only make sense together, attached all with the same
 /// method or not at all.
 pub struct Hook {
     pub name: &'static str,
-    /// Needs the socket-tuple offsets from BTF.
-    pub needs_tuple: bool,
+    /// Whether the struct fields the programs read are all known.
+    pub fields_known: fn(&SockOffsets) -> bool,
     pub parts: &'static [Part],
+}
+
+fn timewait_fields(o: &SockOffsets) -> bool {
+    kernel_btf::tuple_fields_known(o) && o.tw_substate != monitor_common::OFFSET_UNKNOWN
+}
+
+fn death_fields(o: &SockOffsets) -> bool {
+    timewait_fields(o) && o.tw_timer != monitor_common::OFFSET_UNKNOWN
+}
+
+/// A part at a function's entry (`at_return` false) or return.
+const fn part(
+    function: &'static str,
+    params: usize,
+    exact: bool,
+    at_return: bool,
+    fentry_program: &'static str,
+    kprobe_program: &'static str,
+    optional: bool,
+) -> Part {
+    Part {
+        function,
+        params,
+        exact,
+        at_return,
+        fentry_program,
+        kprobe_program,
+        optional,
+        fexit_by_params: &[],
+    }
 }
 
 pub const HOOKS: &[Hook] = &[
     Hook {
         name: "timewait_birth",
-        needs_tuple: true,
+        fields_known: timewait_fields,
         parts: &[
-            Part {
-                function: "tcp_time_wait",
-                params: 3,
-                exact: false,
-                at_return: false,
-                fentry_program: "tcp_time_wait_fentry",
-                kprobe_program: "tcp_time_wait_kprobe",
-            },
-            Part {
-                function: "inet_twsk_alloc",
-                params: 3,
-                exact: true,
-                at_return: true,
-                fentry_program: "inet_twsk_alloc_fexit",
-                kprobe_program: "inet_twsk_alloc_kretprobe",
-            },
+            part(
+                "tcp_time_wait",
+                3,
+                false,
+                false,
+                "tcp_time_wait_fentry",
+                "tcp_time_wait_kprobe",
+                false,
+            ),
+            // The fexit program reads the return value right after the
+            // three parameters, so the count must match exactly.
+            part(
+                "inet_twsk_alloc",
+                3,
+                true,
+                true,
+                "inet_twsk_alloc_fexit",
+                "inet_twsk_alloc_kretprobe",
+                false,
+            ),
         ],
     },
     Hook {
         name: "timewait_segments",
-        needs_tuple: true,
+        fields_known: timewait_fields,
         parts: &[
+            // 3 parameters on 6.1, 5 on 6.18; the first three agree.
+            part(
+                "tcp_timewait_state_process",
+                3,
+                false,
+                false,
+                "tcp_timewait_state_process_fentry",
+                "tcp_timewait_state_process_kprobe",
+                false,
+            ),
             Part {
-                function: "tcp_timewait_state_process",
-                params: 3,
-                exact: false,
-                at_return: false,
-                fentry_program: "tcp_timewait_state_process_fentry",
-                kprobe_program: "tcp_timewait_state_process_kprobe",
+                fexit_by_params: &[
+                    (3, "tcp_timewait_state_process_fexit3"),
+                    (5, "tcp_timewait_state_process_fexit5"),
+                ],
+                ..part(
+                    "tcp_timewait_state_process",
+                    3,
+                    false,
+                    true,
+                    "tcp_timewait_state_process_fexit3",
+                    "tcp_timewait_state_process_kretprobe",
+                    false,
+                )
             },
-            Part {
-                function: "tcp_timewait_state_process",
-                params: 3,
-                exact: false,
-                at_return: true,
-                fentry_program: "tcp_timewait_state_process_fexit",
-                kprobe_program: "tcp_timewait_state_process_kretprobe",
-            },
+        ],
+    },
+    Hook {
+        name: "timewait_death",
+        fields_known: death_fields,
+        parts: &[
+            part(
+                "inet_twsk_deschedule_put",
+                1,
+                false,
+                false,
+                "inet_twsk_deschedule_put_fentry",
+                "inet_twsk_deschedule_put_kprobe",
+                false,
+            ),
+            part(
+                "tw_timer_handler",
+                1,
+                false,
+                false,
+                "tw_timer_handler_fentry",
+                "tw_timer_handler_kprobe",
+                false,
+            ),
+            // Context for the cause of early deaths; without them those
+            // deaths are "unknown", not missed.
+            part(
+                "__inet_hash_connect",
+                0,
+                false,
+                false,
+                "inet_hash_connect_fentry",
+                "inet_hash_connect_kprobe",
+                true,
+            ),
+            part(
+                "__inet_hash_connect",
+                0,
+                false,
+                true,
+                "inet_hash_connect_fexit",
+                "inet_hash_connect_kretprobe",
+                true,
+            ),
+            part(
+                "inet_twsk_purge",
+                0,
+                false,
+                false,
+                "inet_twsk_purge_fentry",
+                "inet_twsk_purge_kprobe",
+                true,
+            ),
+            part(
+                "inet_twsk_purge",
+                0,
+                false,
+                true,
+                "inet_twsk_purge_fexit",
+                "inet_twsk_purge_kretprobe",
+                true,
+            ),
         ],
     },
 ];
@@ -145,10 +257,7 @@ pub fn attach(ebpf: &mut Ebpf, hook: &Hook, env: &Env<'_>) -> (HookStatus, Vec<R
         method: None,
         refused: Vec::new(),
     };
-    if hook.needs_tuple
-        && !(kernel_btf::tuple_fields_known(env.offsets)
-            && env.offsets.tw_substate != monitor_common::OFFSET_UNKNOWN)
-    {
+    if !(hook.fields_known)(env.offsets) {
         status
             .refused
             .push("socket fields not found in kernel BTF".to_string());
@@ -165,8 +274,9 @@ pub fn attach(ebpf: &mut Ebpf, hook: &Hook, env: &Env<'_>) -> (HookStatus, Vec<R
     };
     for &method in methods {
         match attach_all(ebpf, hook, method, env) {
-            Ok(fds) => {
+            Ok((fds, notes)) => {
                 status.method = Some(method);
+                status.refused.extend(notes);
                 return (status, fds);
             }
             Err(err) => {
@@ -179,11 +289,28 @@ pub fn attach(ebpf: &mut Ebpf, hook: &Hook, env: &Env<'_>) -> (HookStatus, Vec<R
     (status, Vec::new())
 }
 
-fn attach_all(ebpf: &mut Ebpf, hook: &Hook, method: Method, env: &Env<'_>) -> Result<Vec<RawFd>> {
+/// Attaches every part with `method`; returns the fds and a note per
+/// optional part that could not attach.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    method: Method,
+    env: &Env<'_>,
+) -> Result<(Vec<RawFd>, Vec<String>)> {
     let mut fds = Vec::new();
+    let mut notes = Vec::new();
     for (i, part) in hook.parts.iter().enumerate() {
         match attach_part(ebpf, part, method, env) {
             Ok(fd) => fds.push(fd),
+            Err(err) if part.optional => {
+                unload(ebpf, part, method);
+                let err = err.context(part.function);
+                notes.push(format!(
+                    "{} (optional): {}",
+                    method.label(),
+                    explain(&one_line(&err))
+                ));
+            }
             Err(err) => {
                 // All or nothing: half a hook would report half the truth.
                 for done in &hook.parts[..i] {
@@ -194,7 +321,7 @@ fn attach_all(ebpf: &mut Ebpf, hook: &Hook, method: Method, env: &Env<'_>) -> Re
             }
         }
     }
-    Ok(fds)
+    Ok((fds, notes))
 }
 
 fn attach_part(ebpf: &mut Ebpf, part: &Part, method: Method, env: &Env<'_>) -> Result<RawFd> {
@@ -211,9 +338,18 @@ fn attach_part(ebpf: &mut Ebpf, part: &Part, method: Method, env: &Env<'_>) -> R
                     part.params
                 );
             }
+            let name = if part.fexit_by_params.is_empty() {
+                part.fentry_program
+            } else {
+                part.fexit_by_params
+                    .iter()
+                    .find(|(n, _)| *n == params)
+                    .map(|(_, name)| *name)
+                    .ok_or_else(|| anyhow!("no fexit program for {params} parameters"))?
+            };
             let program = ebpf
-                .program_mut(part.fentry_program)
-                .ok_or_else(|| anyhow!("program {} missing", part.fentry_program))?;
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing"))?;
             if part.at_return {
                 let p: &mut FExit = program.try_into()?;
                 p.load(part.function, btf).context("load")?;
@@ -241,6 +377,16 @@ fn attach_part(ebpf: &mut Ebpf, part: &Part, method: Method, env: &Env<'_>) -> R
 
 fn unload(ebpf: &mut Ebpf, part: &Part, method: Method) {
     let name = match method {
+        Method::Fentry if !part.fexit_by_params.is_empty() => {
+            for (_, name) in part.fexit_by_params {
+                if let Some(p) = ebpf.program_mut(name)
+                    && let Ok(p) = <&mut FExit>::try_from(p)
+                {
+                    let _ = p.unload();
+                }
+            }
+            return;
+        }
         Method::Fentry => part.fentry_program,
         Method::Kprobe => part.kprobe_program,
         Method::RawTracepoint | Method::Tracepoint => return,

@@ -401,6 +401,23 @@ pub fn client_closes_first(addr: SocketAddr, n: u64) -> SocketAddr {
     addr
 }
 
+/// Opens `n` connections to a fresh listener on `addr` and closes the
+/// client side only: the server keeps its sockets (returned) open and
+/// never sends its FIN, so each client ends as an orphaned FIN_WAIT2
+/// socket, which lives only tcp_fin_timeout.
+pub fn client_closes_server_holds(addr: SocketAddr, n: u64) -> Vec<TcpStream> {
+    let listener = TcpListener::bind(addr).expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let client = TcpStream::connect(addr).expect("connect");
+        let (conn, _) = listener.accept().expect("accept");
+        drop(client);
+        held.push(conn);
+    }
+    held
+}
+
 /// Port exhaustion toward one destination: connects to a fresh listener
 /// on `listen` and closes client-first, so each used local port stays in
 /// TIME_WAIT, until connect() fails with EADDRNOTAVAIL (the caller makes

@@ -65,6 +65,8 @@ const SCENARIOS: &[(&str, Scenario, &[&str])] = &[
         &["fentry", "kprobe"],
     ),
     ("syn_in_timewait", syn_in_timewait, &["fentry", "kprobe"]),
+    ("timewait_expiry", timewait_expiry, &["fentry", "kprobe"]),
+    ("connect_reuse", connect_reuse, &["fentry", "kprobe"]),
     (
         "port_exhaustion",
         port_exhaustion,
@@ -359,8 +361,121 @@ fn syn_in_timewait(ctx: &Ctx) {
         .inside(|| testkit::syn_into_server_timewait(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))));
     assert!(established, "the reconnect from the same port failed");
     let syn = |t: &str| sample(t, "twmon_timewait_segments_total", r#"kind="syn""#);
-    let text = wait_for(&daemon, "the SYN", |t| syn(t).unwrap_or(0.0) >= 1.0);
+    let reused = |t: &str| sample(t, "twmon_timewait_exited_total", r#"cause="reused_by_syn""#);
+    let text = wait_for(&daemon, "the SYN and the reuse", |t| {
+        syn(t).unwrap_or(0.0) >= 1.0 && reused(t).unwrap_or(0.0) >= 1.0
+    });
     assert_eq!(syn(&text), Some(1.0), "{text}");
+    assert_eq!(reused(&text), Some(1.0), "{text}");
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+fn exited(t: &str, cause: &str) -> f64 {
+    sample(
+        t,
+        "twmon_timewait_exited_total",
+        &format!(r#"cause="{cause}""#),
+    )
+    .unwrap_or(0.0)
+}
+
+fn fin_wait2_births(t: &str) -> f64 {
+    ["ipv4", "ipv6"]
+        .iter()
+        .filter_map(|f| {
+            let labels = format!(r#"family="{f}",substate="FIN_WAIT2""#);
+            sample(t, "twmon_timewait_entered_total", &labels)
+        })
+        .sum()
+}
+
+/// With tcp_fin_timeout=1, orphaned FIN_WAIT2 timewait sockets (the server
+/// never sends its FIN) expire after a second: every one born is seen to
+/// expire, and nothing dies otherwise.
+fn timewait_expiry(ctx: &Ctx) {
+    ctx.inside(|| {
+        fs::write("/proc/sys/net/ipv4/tcp_fin_timeout", "1").expect("tcp_fin_timeout");
+    });
+    let daemon = ctx.start(&[]);
+    let held = ctx.inside(|| {
+        testkit::client_closes_server_holds(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 10)
+    });
+    // Born within about a second (some through the keepalive timer), gone
+    // a second after that.
+    thread::sleep(Duration::from_secs(4));
+    let text = daemon.metrics();
+    let births = fin_wait2_births(&text);
+    assert!(births >= 1.0, "no FIN_WAIT2 births: {text}");
+    let text = wait_for(&daemon, "every birth to expire", |t| {
+        exited(t, "expired") >= births
+    });
+    assert_eq!(exited(&text, "expired"), births, "{text}");
+    for cause in [
+        "reused_by_connect",
+        "reused_by_syn",
+        "killed_by_rst",
+        "purged",
+        "unknown",
+    ] {
+        assert_eq!(exited(&text, cause), 0.0, "{cause}: {text}");
+    }
+    println!("vmtest: info {births} FIN_WAIT2 timewait sockets born and expired");
+    drop(held);
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+/// tcp_tw_reuse=1 and a two-port range: once the ports sit in TIME_WAIT
+/// for over a second, connect() takes a four-tuple over. Each takeover is
+/// a death by reused_by_connect, as many as the kernel's TWRecycled.
+fn connect_reuse(ctx: &Ctx) {
+    ctx.inside(|| {
+        fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001").expect("port range");
+        fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1").expect("tw_reuse");
+    });
+    let daemon = ctx.start(&[]);
+    let kernel_before = ctx.inside(tcp_counters_here);
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let (made, failed) = ctx.inside(move || {
+        let listener = std::net::TcpListener::bind(listen).expect("bind");
+        let server = listener.local_addr().expect("addr");
+        let round = |listener: &std::net::TcpListener| {
+            let client = std::net::TcpStream::connect(server)?;
+            let (mut conn, _) = listener.accept().expect("accept");
+            drop(client);
+            let mut buf = [0u8; 16];
+            while std::io::Read::read(&mut conn, &mut buf).expect("read") > 0 {}
+            Ok::<(), std::io::Error>(())
+        };
+        let (mut made, mut failed) = (0, 0);
+        for pass in 0..2 {
+            if pass == 1 {
+                // tcp_tw_reuse needs the timestamp to be a second old.
+                thread::sleep(Duration::from_millis(1500));
+            }
+            for _ in 0..2 {
+                match round(&listener) {
+                    Ok(()) => made += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        (made, failed)
+    });
+    let kernel_after = ctx.inside(tcp_counters_here);
+    let recycled = counter_delta(&kernel_before, &kernel_after, "TcpExt.TWRecycled") as f64;
+    assert!(
+        recycled >= 1.0,
+        "the kernel reused nothing (made {made}, failed {failed}): {kernel_after:?}"
+    );
+    let text = wait_for(&daemon, "the reuses", |t| {
+        exited(t, "reused_by_connect") >= recycled
+    });
+    assert_eq!(exited(&text, "reused_by_connect"), recycled, "{text}");
+    println!(
+        "vmtest: info {recycled} four-tuples reused by connect (TWRecycled), {made} connections, {failed} refused"
+    );
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
 }

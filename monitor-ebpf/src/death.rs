@@ -1,0 +1,171 @@
+//! Deaths of timewait sockets, and why.
+//!
+//! Expiry: `tw_timer_handler(timer)` (static, but a timer callback, so
+//! never inlined) gets the socket's `tw_timer`. Early death:
+//! `inet_twsk_deschedule_put(tw)`, called by every path that kills a
+//! timewait socket before its time; the cause is what it was called from,
+//! tracked per CPU by the other hooks here:
+//! - inside `__inet_hash_connect` (IPv4 and IPv6): a connect() took the
+//!   four-tuple over (the kill happens after `__inet_check_established`
+//!   hands the timewait socket back, still inside);
+//! - inside `inet_twsk_purge`: the namespace is going away;
+//! - inside `tcp_timewait_state_process` for this socket with an RST: TIME_WAIT
+//!   assassination;
+//! - right after that function accepted a SYN for this socket: reuse by
+//!   SYN.
+//!
+//! When a timer fires while an early kill is racing it, both hooks report;
+//! the daemon keeps the first death of each birth.
+
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::PerCpuArray,
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use monitor_common::{death_cause, kind};
+
+use crate::{
+    common::{tw_substate, tw_timer_offset},
+    pending::peek,
+    timewait::{LAST_SYN_TW, TW_SEGMENT_PENDING, report},
+};
+
+/// Per-CPU depth of the calls that give an early death its cause.
+#[map]
+static CONTEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(2, 0);
+const IN_HASH_CONNECT: u32 = 0;
+const IN_PURGE: u32 = 1;
+
+const RST: u32 = 0x04;
+
+#[inline(always)]
+fn enter(slot: u32) {
+    if let Some(depth) = CONTEXT.get_ptr_mut(slot) {
+        unsafe { *depth = (*depth).saturating_add(1) };
+    }
+}
+
+#[inline(always)]
+fn leave(slot: u32) {
+    if let Some(depth) = CONTEXT.get_ptr_mut(slot) {
+        unsafe { *depth = (*depth).saturating_sub(1) };
+    }
+}
+
+#[inline(always)]
+fn inside(slot: u32) -> bool {
+    CONTEXT.get(slot).is_some_and(|d| *d > 0)
+}
+
+macro_rules! context_hooks {
+    ($slot:expr, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident, $func:literal) => {
+        #[fentry(function = $func)]
+        pub fn $fentry(_ctx: FEntryContext) -> u32 {
+            enter($slot);
+            0
+        }
+
+        #[fexit(function = $func)]
+        pub fn $fexit(_ctx: FExitContext) -> u32 {
+            leave($slot);
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(_ctx: ProbeContext) -> u32 {
+            enter($slot);
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(_ctx: RetProbeContext) -> u32 {
+            leave($slot);
+            0
+        }
+    };
+}
+
+context_hooks!(
+    IN_HASH_CONNECT,
+    inet_hash_connect_fentry,
+    inet_hash_connect_fexit,
+    inet_hash_connect_kprobe,
+    inet_hash_connect_kretprobe,
+    "__inet_hash_connect"
+);
+context_hooks!(
+    IN_PURGE,
+    inet_twsk_purge_fentry,
+    inet_twsk_purge_fexit,
+    inet_twsk_purge_kprobe,
+    inet_twsk_purge_kretprobe,
+    "inet_twsk_purge"
+);
+
+#[fentry(function = "inet_twsk_deschedule_put")]
+pub fn inet_twsk_deschedule_put_fentry(ctx: FEntryContext) -> u32 {
+    early_death(ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn inet_twsk_deschedule_put_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(tw) = ctx.arg::<u64>(0) {
+        early_death(tw);
+    }
+    0
+}
+
+#[fentry(function = "tw_timer_handler")]
+pub fn tw_timer_handler_fentry(ctx: FEntryContext) -> u32 {
+    expiry(ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn tw_timer_handler_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(timer) = ctx.arg::<u64>(0) {
+        expiry(timer);
+    }
+    0
+}
+
+#[inline(always)]
+fn early_death(tw: u64) {
+    let cause = if inside(IN_HASH_CONNECT) {
+        death_cause::REUSED_BY_CONNECT
+    } else if inside(IN_PURGE) {
+        death_cause::PURGED
+    } else if let Some(seg) = peek(&TW_SEGMENT_PENDING)
+        && seg.ptr == tw
+    {
+        if seg.a & RST != 0 {
+            death_cause::KILLED_BY_RST
+        } else {
+            death_cause::UNKNOWN
+        }
+    } else if let Some(last) = LAST_SYN_TW.get_ptr_mut(0)
+        && unsafe { *last } == tw
+    {
+        unsafe { *last = 0 };
+        death_cause::REUSED_BY_SYN
+    } else {
+        death_cause::UNKNOWN
+    };
+    died(tw, cause);
+}
+
+#[inline(always)]
+fn expiry(timer: u64) {
+    let offset = tw_timer_offset();
+    if offset == monitor_common::OFFSET_UNKNOWN || timer < offset as u64 {
+        return;
+    }
+    died(timer - offset as u64, death_cause::EXPIRED);
+}
+
+#[inline(always)]
+fn died(tw: u64, cause: u32) {
+    let substate = tw_substate(tw).unwrap_or(0);
+    report(kind::TW_DEATH, tw, tw, substate, cause);
+}
