@@ -363,12 +363,7 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 family,
                 from: state(raw.old_state)?,
                 to: state(raw.new_state)?,
-                tuple: FourTuple {
-                    saddr: ip(family, &raw.saddr),
-                    sport: raw.sport,
-                    daddr: ip(family, &raw.daddr),
-                    dport: raw.dport,
-                },
+                tuple: four_tuple(family, raw),
             }))
         }
         kind::TW_BIRTH | kind::TW_OVERFLOW => {
@@ -382,12 +377,7 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 family,
                 substate,
                 timeout_jiffies: raw.aux,
-                tuple: FourTuple {
-                    saddr: ip(family, &raw.saddr),
-                    sport: raw.sport,
-                    daddr: ip(family, &raw.daddr),
-                    dport: raw.dport,
-                },
+                tuple: four_tuple(family, raw),
             };
             Ok(if raw.kind == kind::TW_BIRTH {
                 KernelEvent::TimewaitBirth(tw)
@@ -404,12 +394,7 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 skaddr: raw.skaddr,
                 netns: (raw.netns != 0).then_some(raw.netns),
                 family,
-                tuple: FourTuple {
-                    saddr: ip(family, &raw.saddr),
-                    sport: raw.sport,
-                    daddr: ip(family, &raw.daddr),
-                    dport: raw.dport,
-                },
+                tuple: four_tuple(family, raw),
                 flags,
                 substate,
                 verdict: TwVerdict::from_kernel(((raw.aux >> 16) & 0xff) as u8),
@@ -434,17 +419,21 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 skaddr: raw.skaddr,
                 netns: (raw.netns != 0).then_some(raw.netns),
                 family,
-                tuple: FourTuple {
-                    saddr: ip(family, &raw.saddr),
-                    sport: raw.sport,
-                    daddr: ip(family, &raw.daddr),
-                    dport: raw.dport,
-                },
+                tuple: four_tuple(family, raw),
                 substate: TcpState::from_kernel(raw.new_state),
                 cause: DeathCause::from_kernel(raw.aux),
             }))
         }
         other => Err(DecodeError::Kind(other)),
+    }
+}
+
+fn four_tuple(family: Family, raw: &Event) -> FourTuple {
+    FourTuple {
+        saddr: ip(family, &raw.saddr),
+        sport: raw.sport,
+        daddr: ip(family, &raw.daddr),
+        dport: raw.dport,
     }
 }
 
