@@ -33,10 +33,12 @@ struct Shared {
     population: Mutex<Population>,
     /// The loaded programs; they detach when the last reference drops.
     probes: Mutex<Probes>,
+    kernel: String,
 }
 
 impl ScrapeSource for Shared {
     fn scrape(&self) -> Scrape {
+        let started = std::time::Instant::now();
         // A poisoned lock only means another task panicked mid-update of
         // plain counters; the numbers are still the best we have.
         let stats = self
@@ -49,11 +51,16 @@ impl ScrapeSource for Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let probes = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
+        let lost_in_kernel = probes.lost_in_kernel();
+        let hooks = probes.hooks.clone();
+        drop(probes);
         Scrape {
             stats,
             population,
-            lost_in_kernel: probes.lost_in_kernel(),
-            hooks: probes.hooks.clone(),
+            lost_in_kernel,
+            hooks,
+            kernel: self.kernel.clone(),
+            duration: started.elapsed(),
         }
     }
 }
@@ -105,6 +112,9 @@ async fn run_async(args: RunArgs) -> Result<()> {
         stats: Mutex::new(Stats::default()),
         population: Mutex::new(initial),
         probes: Mutex::new(probes),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
     });
     match &scope {
         Scope::One(ns) => log::info!(

@@ -25,6 +25,10 @@ pub struct Scrape {
     pub lost_in_kernel: u64,
     /// How each hook is attached.
     pub hooks: Vec<HookStatus>,
+    /// Release of the running kernel, for `twmon_build_info`.
+    pub kernel: String,
+    /// How long taking this snapshot took.
+    pub duration: std::time::Duration,
 }
 
 impl Scrape {
@@ -82,11 +86,17 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
             "twmon_build_info",
             "Always 1; labels say which twmon is running.",
         ),
-        &["version"],
+        &["version", "kernel"],
     )?;
     build_info
-        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), scrape.kernel.as_str()])
         .set(1);
+    let scrape_duration = prometheus::Gauge::new(
+        "twmon_scrape_duration_seconds",
+        "Time taken to snapshot twmon's state for this scrape.",
+    )?;
+    scrape_duration.set(scrape.duration.as_secs_f64());
+    registry.register(Box::new(scrape_duration))?;
 
     let probe_attached = IntGaugeVec::new(
         Opts::new(
@@ -226,7 +236,7 @@ mod tests {
         );
         assert_eq!(sample(&text, "twmon_events_total", ""), Some(10.0));
         assert_eq!(sample(&text, "twmon_events_lost_total", ""), Some(4.0));
-        let version = format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"));
+        let version = format!(r#"kernel="",version="{}""#, env!("CARGO_PKG_VERSION"));
         assert_eq!(sample(&text, "twmon_build_info", &version), Some(1.0));
         assert!(text.contains("# TYPE twmon_events_total counter"));
         assert!(text.contains("# TYPE twmon_timewait_sockets gauge"));

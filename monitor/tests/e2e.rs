@@ -168,8 +168,19 @@ fn serves_landing_page_and_health() {
     let (status, _, _) = daemon.get("/nope");
     assert!(status.contains("404"), "{status}");
     let text = daemon.metrics();
-    let version = format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"));
-    assert_eq!(sample(&text, "twmon_build_info", &version), Some(1.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let labels = format!(
+        r#"kernel="{}",version="{}""#,
+        kernel.trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        sample(&text, "twmon_build_info", &labels),
+        Some(1.0),
+        "{text}"
+    );
+    let took = sample(&text, "twmon_scrape_duration_seconds", "").expect("scrape duration");
+    assert!(took > 0.0 && took < 1.0, "{took}");
     let (status, _) = daemon.terminate();
     assert!(status.success());
 }
