@@ -32,6 +32,26 @@ pub struct Scrape {
 }
 
 impl Scrape {
+    /// A scrape in which every hook is attached and one transition was
+    /// seen, so its exposition shows every metric twmon can export: what
+    /// the docs and dashboards are checked against.
+    pub fn showing_everything() -> Scrape {
+        let mut scrape = Scrape::default();
+        scrape
+            .stats
+            .transitions
+            .insert((TcpState::FinWait2, TcpState::Close), 1);
+        scrape.hooks = crate::probes::all_hook_names()
+            .into_iter()
+            .map(|hook| HookStatus {
+                hook,
+                method: Some(Method::Fentry),
+                refused: Vec::new(),
+            })
+            .collect();
+        scrape
+    }
+
     fn attached(&self, hook: &str) -> bool {
         self.hooks
             .iter()

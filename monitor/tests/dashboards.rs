@@ -3,27 +3,10 @@
 
 use std::{collections::BTreeSet, fs, path::Path};
 
-use monitor::{
-    event::TcpState,
-    metrics::{Scrape, encode},
-    probes::{HookStatus, Method},
-};
+use monitor::metrics::{Scrape, encode};
 
 fn exported_names() -> BTreeSet<String> {
-    let mut scrape = Scrape::default();
-    scrape
-        .stats
-        .transitions
-        .insert((TcpState::FinWait2, TcpState::Close), 1);
-    // Every hook attached, so every metric twmon can export is present.
-    scrape.hooks = ["timewait_birth", "timewait_segments"]
-        .into_iter()
-        .map(|hook| HookStatus {
-            hook,
-            method: Some(Method::Fentry),
-            refused: Vec::new(),
-        })
-        .collect();
+    let scrape = Scrape::showing_everything();
     let text = encode(&scrape).expect("encoding");
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -3,33 +3,11 @@
 
 use std::{collections::BTreeMap, fs, path::Path};
 
-use monitor::{
-    event::TcpState,
-    metrics::{Scrape, encode},
-    probes::{HookStatus, Method},
-};
+use monitor::metrics::{Scrape, encode};
 
 /// name -> (type, sorted labels) from the exposition, every hook attached.
 fn exported() -> BTreeMap<String, (String, Vec<String>)> {
-    let mut scrape = Scrape::default();
-    scrape
-        .stats
-        .transitions
-        .insert((TcpState::FinWait2, TcpState::Close), 1);
-    scrape.hooks = [
-        "inet_sock_set_state",
-        "timewait_birth",
-        "timewait_segments",
-        "timewait_death",
-        "connect_eaddrnotavail",
-    ]
-    .into_iter()
-    .map(|hook| HookStatus {
-        hook,
-        method: Some(Method::Fentry),
-        refused: Vec::new(),
-    })
-    .collect();
+    let scrape = Scrape::showing_everything();
     let text = encode(&scrape).expect("encoding");
     let mut out = BTreeMap::new();
     for line in text.lines() {

@@ -106,6 +106,13 @@ impl Probes {
     }
 }
 
+/// Every hook twmon knows, attached or not.
+pub fn all_hook_names() -> Vec<&'static str> {
+    let mut names = vec!["inet_sock_set_state", "connect_eaddrnotavail"];
+    names.extend(hooks::HOOKS.iter().map(|h| h.name));
+    names
+}
+
 /// `recursion_misses` of a program, from /proc/self/fdinfo (kernel 5.12+;
 /// None where the kernel does not report it).
 fn recursion_misses(fd: RawFd) -> Option<u64> {
