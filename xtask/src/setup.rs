@@ -20,7 +20,13 @@ pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests use, by the command that proves each is there.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("ss", "iproute2"), ("ip", "iproute2")];
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("ss", "iproute2"),
+    ("ip", "iproute2"),
+    // promtool and a real Prometheus for the exporter tests.
+    ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
+];
 
 pub fn run() -> Result<()> {
     nightly_toolchain()?;

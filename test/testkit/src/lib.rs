@@ -248,16 +248,20 @@ fn forward_lines(stderr: ChildStderr, tx: mpsc::Sender<String>) {
 
 /// A minimal HTTP/1.0 GET, enough to read twmon's own endpoints.
 pub fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("write request");
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// [`http_get`] that returns an error instead of panicking, for servers
+/// that may not be up yet.
+pub fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
+    stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_string(), body.to_string())
+    Ok((status.to_string(), headers.to_string(), body.to_string()))
 }
 
 /// Creates a network namespace kept alive by a bind mount at `path` (as
