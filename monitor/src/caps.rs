@@ -5,6 +5,7 @@ use std::fs;
 
 use anyhow::{Context as _, Result, bail};
 
+pub const CAP_SYS_PTRACE: u32 = 19;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
@@ -51,6 +52,33 @@ pub fn require_tracing() -> Result<()> {
             missing.join(" and ")
         );
     }
+    Ok(())
+}
+
+/// Once the programs are attached, keeps only what the running daemon
+/// still uses: CAP_SYS_ADMIN to enter other network namespaces for
+/// sock_diag dumps, and, when it discovers namespaces itself,
+/// CAP_SYS_PTRACE to read /proc/PID/ns/net of other users' processes.
+/// Loading programs (CAP_BPF, CAP_PERFMON), mounting tracefs and raising
+/// RLIMIT_MEMLOCK are done by then; map and fdinfo reads go through fds
+/// already open.
+pub fn drop_after_attach(discovers_namespaces: bool) -> Result<()> {
+    use ::caps::{CapSet, Capability, CapsHashSet};
+    let mut keep = CapsHashSet::new();
+    keep.insert(Capability::CAP_SYS_ADMIN);
+    if discovers_namespaces {
+        keep.insert(Capability::CAP_SYS_PTRACE);
+    }
+    let err = |e: ::caps::errors::CapsError| anyhow::anyhow!("{e}");
+    ::caps::clear(None, CapSet::Ambient).map_err(err)?;
+    ::caps::clear(None, CapSet::Inheritable).map_err(err)?;
+    // Effective first: it must stay a subset of permitted.
+    let effective = ::caps::read(None, CapSet::Effective).map_err(err)?;
+    ::caps::set(None, CapSet::Effective, &(&effective & &keep)).map_err(err)?;
+    let permitted = ::caps::read(None, CapSet::Permitted).map_err(err)?;
+    ::caps::set(None, CapSet::Permitted, &(&permitted & &keep))
+        .map_err(err)
+        .context("dropping capabilities")?;
     Ok(())
 }
 

@@ -105,6 +105,13 @@ async fn run_async(args: RunArgs) -> Result<()> {
         btf: args.probes.btf.clone(),
         mode: args.probes.probes,
     })?;
+    // Everything privileged but the namespace dumps is done. Capabilities
+    // are per thread and inherited by new ones, so this runs before any
+    // other thread exists (the runtime has none; dumps spawn theirs).
+    crate::caps::drop_after_attach(matches!(scope, Scope::All))?;
+    log::info!(
+        "dropped every capability but CAP_SYS_ADMIN (and CAP_SYS_PTRACE to discover namespaces)"
+    );
     let own = netns::current()?;
     let initial = snapshot(scope.clone(), own.inode).await?;
 

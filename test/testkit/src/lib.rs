@@ -36,7 +36,11 @@ pub struct TestNetns {
 impl TestNetns {
     pub fn new(tag: &str) -> TestNetns {
         let name = format!("twmon-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // Left over from an earlier run with the same pid; usually absent.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run(Command::new("ip").args(["netns", "add", &name]));
         run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
         TestNetns { name }
