@@ -170,6 +170,9 @@ pub mod globals {
     pub const NETNS_FILTER: &str = "NETNS_FILTER";
     /// [`SockOffsets`](super::SockOffsets): where to read socket fields.
     pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+    /// `u64`: bytes waiting in the ring buffer before the reader is woken
+    /// (a quarter of its size).
+    pub const RING_WAKE_BYTES: &str = "RING_WAKE_BYTES";
 }
 
 /// Byte offsets of the fields the programs read from kernel structs,

@@ -15,6 +15,9 @@ static NETNS_FILTER: Global<u32> = Global::new(0);
 /// has no CO-RE, so nothing layout-dependent is baked in at build time.
 #[unsafe(no_mangle)]
 static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets::UNKNOWN);
+/// Set by the daemon to a quarter of the ring's size (see `emit`).
+#[unsafe(no_mangle)]
+static RING_WAKE_BYTES: Global<u64> = Global::new(64 * 1024);
 
 /// Every event for userspace. 256 KiB by default (4096 events); the daemon
 /// may resize it before load.
@@ -28,34 +31,20 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 #[inline(always)]
 pub fn bump(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // Per-CPU slot, and the kernel never runs two tracing programs
-        // nested on one CPU (bpf_prog_active), so a plain add is race-free.
+        // Per-CPU. Two different programs (a raw tracepoint and an fentry,
+        // say) can still nest on one CPU through an interrupt; an increment
+        // lost that way needs the interrupt to land between this load and
+        // store while the inner program bumps the same slot. The BPF target
+        // has no atomic add in stable Rust, so that window is accepted.
         unsafe { *slot += 1 };
     }
 }
 
-/// Network namespace inode of `sk`, or 0 when it cannot be read.
+/// The load-time offsets. A volatile read of the whole struct: take it
+/// once per program run and pass it down.
 #[inline(always)]
-pub fn netns_of(sk: u64) -> u32 {
-    let offsets = SOCK_OFFSETS.load();
-    let (skc_net, inum) = (offsets.skc_net, offsets.net_inum);
-    if skc_net == OFFSET_UNKNOWN || inum == OFFSET_UNKNOWN {
-        return 0;
-    }
-    let net = match unsafe { bpf_probe_read_kernel((sk + skc_net as u64) as *const u64) } {
-        Ok(net) if net != 0 => net,
-        _ => {
-            bump(counter::NETNS_READ_FAILED);
-            return 0;
-        }
-    };
-    match unsafe { bpf_probe_read_kernel((net + inum as u64) as *const u32) } {
-        Ok(ino) => ino,
-        Err(_) => {
-            bump(counter::NETNS_READ_FAILED);
-            0
-        }
-    }
+pub fn offsets() -> SockOffsets {
+    SOCK_OFFSETS.load()
 }
 
 /// Reads `T` at `base + offset` in kernel memory.
@@ -67,22 +56,48 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
 }
 
-/// Offset of `tw_timer` in `struct inet_timewait_sock`.
+/// Network namespace inode of `sk`, or 0 when it cannot be read.
 #[inline(always)]
-pub fn tw_timer_offset() -> u32 {
-    SOCK_OFFSETS.load().tw_timer
+pub fn netns_of(o: &SockOffsets, sk: u64) -> u32 {
+    if o.skc_net == OFFSET_UNKNOWN || o.net_inum == OFFSET_UNKNOWN {
+        return 0;
+    }
+    let ino = match read::<u64>(sk, o.skc_net) {
+        Ok(net) if net != 0 => read::<u32>(net, o.net_inum).ok(),
+        _ => None,
+    };
+    ino.unwrap_or_else(|| {
+        bump(counter::NETNS_READ_FAILED);
+        0
+    })
+}
+
+/// Network namespace inode of the calling task (process context only).
+#[inline(always)]
+pub fn current_netns(o: &SockOffsets) -> u32 {
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let Ok(nsproxy) = read::<u64>(task, o.task_nsproxy) else {
+        return 0;
+    };
+    if nsproxy == 0 {
+        return 0;
+    }
+    let Ok(net) = read::<u64>(nsproxy, o.nsproxy_net_ns) else {
+        return 0;
+    };
+    read::<u32>(net, o.net_inum).unwrap_or(0)
 }
 
 /// `tw->tw_substate` of a timewait socket.
 #[inline(always)]
-pub fn tw_substate(tw: u64) -> Result<u8, i32> {
-    read(tw, SOCK_OFFSETS.load().tw_substate)
+pub fn tw_substate(o: &SockOffsets, tw: u64) -> Result<u8, i32> {
+    read(tw, o.tw_substate)
 }
 
 /// `sk->sk_protocol`.
 #[inline(always)]
-pub fn sk_protocol(sk: u64) -> Result<u16, i32> {
-    read(sk, SOCK_OFFSETS.load().sk_protocol)
+pub fn sk_protocol(o: &SockOffsets, sk: u64) -> Result<u16, i32> {
+    read(sk, o.sk_protocol)
 }
 
 /// What identifies a connection, read from a `struct sock` (a full or a
@@ -96,8 +111,7 @@ pub struct Tuple {
 }
 
 #[inline(always)]
-pub fn tuple_of(sk: u64) -> Result<Tuple, i32> {
-    let o = SOCK_OFFSETS.load();
+pub fn tuple_of(o: &SockOffsets, sk: u64) -> Result<Tuple, i32> {
     let fam: u16 = read(sk, o.skc_family)?;
     let sport: u16 = read(sk, o.skc_num)?;
     let dport_be: u16 = read(sk, o.skc_dport)?;
@@ -121,23 +135,6 @@ pub fn tuple_of(sk: u64) -> Result<Tuple, i32> {
     })
 }
 
-/// Network namespace inode of the calling task (process context only).
-#[inline(always)]
-pub fn current_netns() -> u32 {
-    let o = SOCK_OFFSETS.load();
-    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-    let Ok(nsproxy) = read::<u64>(task, o.task_nsproxy) else {
-        return 0;
-    };
-    if nsproxy == 0 {
-        return 0;
-    }
-    let Ok(net) = read::<u64>(nsproxy, o.nsproxy_net_ns) else {
-        return 0;
-    };
-    read::<u32>(net, o.net_inum).unwrap_or(0)
-}
-
 /// True when events of namespace `netns` should be reported.
 #[inline(always)]
 pub fn netns_wanted(netns: u32) -> bool {
@@ -145,11 +142,10 @@ pub fn netns_wanted(netns: u32) -> bool {
     filter == 0 || filter == netns
 }
 
-/// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` selectors (uapi bpf.h).
+/// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` selector (uapi bpf.h).
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_RING_SIZE: u64 = 1;
 
 /// Copies `event` into the ring buffer, counting a drop when it is full.
 ///
@@ -165,9 +161,9 @@ pub fn emit(event: Event) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             entry.write(event);
-            let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
-            let size = EVENTS.query(BPF_RB_RING_SIZE);
-            let flags = if waiting >= size / 4 {
+            // The ring's size is fixed at load; the daemon passes a quarter
+            // of it rather than paying a second helper call per event.
+            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= RING_WAKE_BYTES.load() {
                 BPF_RB_FORCE_WAKEUP
             } else {
                 BPF_RB_NO_WAKEUP

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use monitor_common::{Event, connect_tp, family, kind};
 
-use crate::common::{current_netns, emit, netns_wanted};
+use crate::common::{current_netns, emit, netns_wanted, offsets};
 
 const EADDRNOTAVAIL: i64 = 99;
 
@@ -46,7 +46,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn enter(ctx: &TracePointContext) -> Result<(), i64> {
-    let netns = current_netns();
+    let netns = current_netns(&offsets());
     if !netns_wanted(netns) {
         return Ok(());
     }

@@ -22,10 +22,10 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use monitor_common::{death_cause, kind};
+use monitor_common::{SockOffsets, death_cause, kind};
 
 use crate::{
-    common::{tw_substate, tw_timer_offset},
+    common::{offsets, tw_substate},
     pending::peek,
     timewait::{LAST_SYN_TW, TW_SEGMENT_PENDING, report},
 };
@@ -152,20 +152,20 @@ fn early_death(tw: u64) {
     } else {
         death_cause::UNKNOWN
     };
-    died(tw, cause);
+    died(&offsets(), tw, cause);
 }
 
 #[inline(always)]
 fn expiry(timer: u64) {
-    let offset = tw_timer_offset();
-    if offset == monitor_common::OFFSET_UNKNOWN || timer < offset as u64 {
+    let o = offsets();
+    if o.tw_timer == monitor_common::OFFSET_UNKNOWN || timer < o.tw_timer as u64 {
         return;
     }
-    died(timer - offset as u64, death_cause::EXPIRED);
+    died(&o, timer - o.tw_timer as u64, death_cause::EXPIRED);
 }
 
 #[inline(always)]
-fn died(tw: u64, cause: u32) {
-    let substate = tw_substate(tw).unwrap_or(0);
-    report(kind::TW_DEATH, tw, tw, substate, cause);
+fn died(o: &SockOffsets, tw: u64, cause: u32) {
+    let substate = tw_substate(o, tw).unwrap_or(0);
+    report(o, kind::TW_DEATH, tw, tw, substate, cause);
 }

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use monitor_common::{Event, IPPROTO_TCP, family, kind, set_state_tp as off};
 
-use crate::common::{emit, netns_of, netns_wanted, sk_protocol, tuple_of};
+use crate::common::{emit, netns_of, netns_wanted, offsets, sk_protocol, tuple_of};
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> u32 {
@@ -30,14 +30,15 @@ pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> u32 {
 
 #[inline(always)]
 fn raw_set_state(sk: u64, old_state: i32, new_state: i32) -> Result<(), i32> {
-    if sk_protocol(sk)? != IPPROTO_TCP {
+    let o = offsets();
+    if sk_protocol(&o, sk)? != IPPROTO_TCP {
         return Ok(());
     }
-    let netns = netns_of(sk);
+    let netns = netns_of(&o, sk);
     if !netns_wanted(netns) {
         return Ok(());
     }
-    let t = tuple_of(sk)?;
+    let t = tuple_of(&o, sk)?;
     emit(Event {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skaddr: sk,
@@ -68,7 +69,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let skaddr: u64 = unsafe { ctx.read_at(off::SKADDR)? };
-    let netns = netns_of(skaddr);
+    let netns = netns_of(&offsets(), skaddr);
     if !netns_wanted(netns) {
         return Ok(());
     }

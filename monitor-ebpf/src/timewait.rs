@@ -19,10 +19,10 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use monitor_common::{Event, kind};
+use monitor_common::{Event, SockOffsets, kind};
 
 use crate::{
-    common::{emit, netns_of, netns_wanted, read, tuple_of, tw_substate},
+    common::{emit, netns_of, netns_wanted, offsets, read, tuple_of, tw_substate},
     pending::{Pending, PendingStack, pop, push},
 };
 
@@ -102,7 +102,14 @@ fn birth_return(sk: Option<u64>, tw: u64) {
     };
     // Four-tuple and namespace from the full socket: the timewait socket
     // is not filled in yet when inet_twsk_alloc returns.
-    report(kind, skaddr, pending.ptr, pending.a as u8, pending.b);
+    report(
+        &offsets(),
+        kind,
+        skaddr,
+        pending.ptr,
+        pending.a as u8,
+        pending.b,
+    );
 }
 
 // ---- segments ------------------------------------------------------------
@@ -157,7 +164,7 @@ const TCP_FLAGS_OFFSET: u32 = 13;
 fn segment_entry(tw: u64, th: u64) {
     let flags: u8 = read(th, TCP_FLAGS_OFFSET).unwrap_or(0);
     // The substate before processing: a FIN turns FIN_WAIT2 into TIME_WAIT.
-    let substate = tw_substate(tw).unwrap_or(0);
+    let substate = tw_substate(&offsets(), tw).unwrap_or(0);
     push(
         &TW_SEGMENT_PENDING,
         Pending {
@@ -180,6 +187,7 @@ fn segment_return(tw: Option<u64>, verdict: i32) {
     }
     let aux = (pending.a & 0xff) | ((pending.b & 0xff) << 8) | (((verdict as u32) & 0xff) << 16);
     report(
+        &offsets(),
         kind::TW_SEGMENT,
         pending.ptr,
         pending.ptr,
@@ -191,12 +199,12 @@ fn segment_return(tw: Option<u64>, verdict: i32) {
 /// Emits an event of `kind` about `skaddr`, with the namespace and
 /// four-tuple read from `tuple_from` (a full or a timewait socket).
 #[inline(always)]
-pub fn report(kind: u8, skaddr: u64, tuple_from: u64, state: u8, aux: u32) {
-    let netns = netns_of(tuple_from);
+pub fn report(o: &SockOffsets, kind: u8, skaddr: u64, tuple_from: u64, state: u8, aux: u32) {
+    let netns = netns_of(o, tuple_from);
     if !netns_wanted(netns) {
         return;
     }
-    let Ok(t) = tuple_of(tuple_from) else {
+    let Ok(t) = tuple_of(o, tuple_from) else {
         return;
     };
     emit(Event {

@@ -97,13 +97,6 @@ impl Probes {
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
-
-    /// Whether `hook` is attached (by any method).
-    pub fn attached(&self, hook: &str) -> bool {
-        self.hooks
-            .iter()
-            .any(|h| h.hook == hook && h.method.is_some())
-    }
 }
 
 /// Every hook twmon knows, attached or not.
@@ -150,6 +143,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         .as_ref()
         .map_or(SockOffsets::UNKNOWN, kernel_btf::resolve);
     let netns_filter = opts.netns_filter.unwrap_or(0);
+    let ring_wake_bytes = u64::from(opts.ring_bytes / 4);
     log::debug!("offsets {offsets:?}; netns filter {netns_filter}");
     // aya wants its own BTF handle for fentry/fexit and relocations.
     let aya_btf = btf
@@ -160,6 +154,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         .btf(aya_btf.as_ref())
         .override_global(globals::NETNS_FILTER, &netns_filter, true)
         .override_global(globals::SOCK_OFFSETS, &offsets, true)
+        .override_global(globals::RING_WAKE_BYTES, &ring_wake_bytes, true)
         .map_max_entries("EVENTS", opts.ring_bytes)
         .load(OBJECT)
         .context("loading the eBPF programs into the kernel")?;
