@@ -9,8 +9,7 @@ use crate::{
 };
 
 pub fn run(args: &CheckArgs) -> Result<()> {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("kernel {}", kernel.trim());
+    println!("kernel {}", crate::kernel_release());
     let (probes, _ring) = probes::load(&LoadOptions {
         netns_filter: None,
         ring_bytes: 4096,

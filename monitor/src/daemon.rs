@@ -119,9 +119,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         stats: Mutex::new(Stats::default()),
         population: Mutex::new(initial),
         probes: Mutex::new(probes),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
+        kernel: crate::kernel_release(),
     });
     match &scope {
         Scope::One(ns) => log::info!(

@@ -354,12 +354,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
 pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
     match raw.kind {
         kind::STATE_CHANGE => {
-            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            let family = family_of(raw)?;
             let state = |v| TcpState::from_kernel(v).ok_or(DecodeError::State(v));
             Ok(KernelEvent::StateChange(StateChange {
                 ts_ns: raw.ts_ns,
                 skaddr: raw.skaddr,
-                netns: (raw.netns != 0).then_some(raw.netns),
+                netns: netns(raw),
                 family,
                 from: state(raw.old_state)?,
                 to: state(raw.new_state)?,
@@ -367,13 +367,13 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
             }))
         }
         kind::TW_BIRTH | kind::TW_OVERFLOW => {
-            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            let family = family_of(raw)?;
             let substate =
                 TcpState::from_kernel(raw.new_state).ok_or(DecodeError::State(raw.new_state))?;
             let tw = Timewait {
                 ts_ns: raw.ts_ns,
                 skaddr: raw.skaddr,
-                netns: (raw.netns != 0).then_some(raw.netns),
+                netns: netns(raw),
                 family,
                 substate,
                 timeout_jiffies: raw.aux,
@@ -386,13 +386,13 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
             })
         }
         kind::TW_SEGMENT => {
-            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            let family = family_of(raw)?;
             let flags = (raw.aux & 0xff) as u8;
             let substate = TcpState::from_kernel(((raw.aux >> 8) & 0xff) as u8);
             Ok(KernelEvent::TimewaitSegment(Segment {
                 ts_ns: raw.ts_ns,
                 skaddr: raw.skaddr,
-                netns: (raw.netns != 0).then_some(raw.netns),
+                netns: netns(raw),
                 family,
                 tuple: four_tuple(family, raw),
                 flags,
@@ -402,22 +402,22 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
             }))
         }
         kind::CONNECT_EADDRNOTAVAIL => {
-            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            let family = family_of(raw)?;
             Ok(KernelEvent::ConnectEaddrnotavail(ConnectFailure {
                 ts_ns: raw.ts_ns,
                 pid_tgid: raw.skaddr,
-                netns: (raw.netns != 0).then_some(raw.netns),
+                netns: netns(raw),
                 family,
                 daddr: ip(family, &raw.daddr),
                 dport: raw.dport,
             }))
         }
         kind::TW_DEATH => {
-            let family = Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))?;
+            let family = family_of(raw)?;
             Ok(KernelEvent::TimewaitDeath(Death {
                 ts_ns: raw.ts_ns,
                 skaddr: raw.skaddr,
-                netns: (raw.netns != 0).then_some(raw.netns),
+                netns: netns(raw),
                 family,
                 tuple: four_tuple(family, raw),
                 substate: TcpState::from_kernel(raw.new_state),
@@ -426,6 +426,15 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
         }
         other => Err(DecodeError::Kind(other)),
     }
+}
+
+/// The namespace inode, `None` where the kernel could not read it (0).
+fn netns(raw: &Event) -> Option<u32> {
+    (raw.netns != 0).then_some(raw.netns)
+}
+
+fn family_of(raw: &Event) -> Result<Family, DecodeError> {
+    Family::from_kernel(raw.family).ok_or(DecodeError::Family(raw.family))
 }
 
 fn four_tuple(family: Family, raw: &Event) -> FourTuple {

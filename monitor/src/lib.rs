@@ -17,3 +17,10 @@ pub mod netns;
 pub mod probes;
 pub mod stats;
 pub mod tracefs;
+
+/// Release of the running kernel (`uname -r`), empty if unreadable.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

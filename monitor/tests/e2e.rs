@@ -339,13 +339,8 @@ fn counts_eaddrnotavail_when_ports_run_out() {
         ns.run_inside(|| testkit::exhaust_ports(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 3));
     // The kernel decides how many of the two ports connect() may use.
     assert!(made >= 1 && failed == 3, "made {made}, failed {failed}");
-    let deadline = Instant::now() + Duration::from_secs(10);
     let count = |t: &str| sample(t, "twmon_connect_eaddrnotavail_total", "");
-    let mut text = daemon.metrics();
-    while count(&text) < Some(failed as f64) && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-        text = daemon.metrics();
-    }
+    let text = daemon.wait_for("every failure counted", |t| count(t) >= Some(failed as f64));
     assert_eq!(count(&text), Some(failed as f64), "{text}");
     // Connects from outside the namespace are not counted: the test's own
     // scrapes succeed, and nothing else failed.

@@ -41,7 +41,7 @@ fn main() {
         Command::Setup => setup::run(),
         Command::Run { args } => tasks::run(&args),
         Command::Test => tasks::test(),
-        Command::VmTest => vm::vm_test().map(|v| {
+        Command::VmTest => setup::run().and_then(|()| vm::vm_test()).map(|v| {
             println!("vm-test: {} passed, {} failed", v.passed, v.failed);
         }),
     };

@@ -29,10 +29,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn run() -> Result<()> {
-    nightly_toolchain()?;
-    rust_src()?;
+    let sysroot = nightly_toolchain()?;
+    rust_src(&sysroot)?;
     musl_target()?;
-    bpf_linker()?;
+    bpf_linker(&sysroot)?;
     debian_packages()?;
     eprintln!("xtask: setup complete");
     Ok(())
@@ -49,24 +49,25 @@ fn nightly_sysroot() -> Result<PathBuf> {
     Ok(PathBuf::from(out.trim()))
 }
 
-fn nightly_toolchain() -> Result<()> {
+/// Makes sure the nightly toolchain exists; returns its sysroot.
+fn nightly_toolchain() -> Result<PathBuf> {
     if !on_path("rustup") {
         bail!(
             "rustup not found on PATH: twmon builds its eBPF programs with a rustup-managed \
              nightly toolchain; install rustup first"
         );
     }
-    if nightly_sysroot().is_ok() {
-        return Ok(());
+    if let Ok(sysroot) = nightly_sysroot() {
+        return Ok(sysroot);
     }
     eprintln!("xtask: installing the {NIGHTLY} toolchain (needed to build eBPF programs)");
     sh(rustup().args(["toolchain", "install", NIGHTLY, "--profile", "minimal"])).with_context(
         || format!("could not install the {NIGHTLY} toolchain: install it with `rustup toolchain install {NIGHTLY}`"),
-    )
+    )?;
+    nightly_sysroot()
 }
 
-fn rust_src() -> Result<()> {
-    let sysroot = nightly_sysroot()?;
+fn rust_src(sysroot: &Path) -> Result<()> {
     if sysroot
         .join("lib/rustlib/src/rust/library/Cargo.lock")
         .is_file()
@@ -101,8 +102,7 @@ pub fn bpf_linker_root() -> PathBuf {
 /// as `lib/libLLVM.so.<major>.<minor>-rust-<version>`; link against it
 /// (through an LLVM_PREFIX with a `libLLVM.so` symlink) and bake its
 /// directory into the rpath so the linker finds it at run time.
-fn bpf_linker() -> Result<()> {
-    let sysroot = nightly_sysroot()?;
+fn bpf_linker(sysroot: &Path) -> Result<()> {
     let libdir = sysroot.join("lib");
     let libllvm = find_libllvm(&libdir)?;
     let major = llvm_major(&libllvm)

@@ -41,8 +41,8 @@ pub struct Verdict {
     pub failed: u64,
 }
 
+/// Runs the guest scenarios; the caller has run `setup` already.
 pub fn vm_test() -> Result<Verdict> {
-    setup::run()?;
     packages()?;
     let kernel = kernel()?;
     let bins = build_guest_binaries()?;

@@ -214,6 +214,20 @@ impl Daemon {
         body
     }
 
+    /// Scrapes until `done` holds on the exposition, which is returned;
+    /// fails after 30 s, showing the last scrape.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.metrics();
+            if done(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{what} did not happen:\n{text}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends SIGTERM and waits; returns the exit status and how long it took.
     pub fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

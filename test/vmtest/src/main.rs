@@ -80,8 +80,7 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/bin/twmon"));
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("vmtest: kernel {}", kernel.trim());
+    println!("vmtest: kernel {}", monitor::kernel_release());
 
     let (mut passed, mut failed) = (0, 0);
     for (name, scenario, modes) in SCENARIOS {
@@ -112,19 +111,6 @@ fn main() {
         }
     }
     println!("vmtest: {passed} passed, {failed} failed");
-}
-
-/// Scrapes until `done` holds, or fails after 30 s.
-fn wait_for(daemon: &Daemon, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = daemon.metrics();
-        if done(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{what} did not happen:\n{text}");
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn counter_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, key: &str) -> u64 {
@@ -159,9 +145,7 @@ fn client_close_transitions(ctx: &Ctx) {
             - sample(&before, "twmon_events_lost_total", "").unwrap_or(0.0)
     };
     let made = |t: &str| all_transitions(t) - all_transitions(&before);
-    let text = wait_for(&daemon, "all transitions", |t| {
-        made(t) + lost_since(t) >= expected
-    });
+    let text = daemon.wait_for("all transitions", |t| made(t) + lost_since(t) >= expected);
     assert!(
         made(&text) <= expected,
         "more transitions than made: {}",
@@ -237,7 +221,7 @@ fn timewait_births(ctx: &Ctx) {
             .sum()
     };
     let n = N as f64;
-    let text = wait_for(&daemon, "N births per family", |t| {
+    let text = daemon.wait_for("N births per family", |t| {
         entered(t, "ipv4") >= n && entered(t, "ipv6") >= n
     });
     assert_eq!(
@@ -256,15 +240,9 @@ fn timewait_births(ctx: &Ctx) {
     // meets the closed server's listener, whose RST kills the timewait
     // socket (rst): TIME_WAIT assassination, bounded by the RSTs the
     // namespace sent. No SYN, no retransmitted FIN.
-    let fin_wait2: f64 = ["ipv4", "ipv6"]
-        .iter()
-        .filter_map(|f| {
-            let labels = format!(r#"family="{f}",substate="FIN_WAIT2""#);
-            sample(&text, "twmon_timewait_entered_total", &labels)
-        })
-        .sum();
+    let fin_wait2 = fin_wait2_births(&text);
     let lost = sample(&text, "twmon_events_lost_total", "").unwrap_or(0.0);
-    let text = wait_for(&daemon, "one FIN per FIN_WAIT2 socket", |t| {
+    let text = daemon.wait_for("one FIN per FIN_WAIT2 socket", |t| {
         sample(t, "twmon_timewait_segments_total", r#"kind="other""#).unwrap_or(0.0) + lost
             >= fin_wait2
     });
@@ -333,7 +311,7 @@ fn timewait_overflow(ctx: &Ctx) {
     };
     let overflows = |t: &str| sample(t, "twmon_timewait_overflow_total", "").unwrap_or(0.0);
     let total = (2 * N) as f64;
-    let text = wait_for(&daemon, "every close accounted", |t| {
+    let text = daemon.wait_for("every close accounted", |t| {
         births(t) + overflows(t) >= total
     });
     let kernel_after = ctx.inside(tcp_counters_here);
@@ -362,7 +340,7 @@ fn syn_in_timewait(ctx: &Ctx) {
     assert!(established, "the reconnect from the same port failed");
     let syn = |t: &str| sample(t, "twmon_timewait_segments_total", r#"kind="syn""#);
     let reused = |t: &str| sample(t, "twmon_timewait_exited_total", r#"cause="reused_by_syn""#);
-    let text = wait_for(&daemon, "the SYN and the reuse", |t| {
+    let text = daemon.wait_for("the SYN and the reuse", |t| {
         syn(t).unwrap_or(0.0) >= 1.0 && reused(t).unwrap_or(0.0) >= 1.0
     });
     assert_eq!(syn(&text), Some(1.0), "{text}");
@@ -407,9 +385,7 @@ fn timewait_expiry(ctx: &Ctx) {
     let text = daemon.metrics();
     let births = fin_wait2_births(&text);
     assert!(births >= 1.0, "no FIN_WAIT2 births: {text}");
-    let text = wait_for(&daemon, "every birth to expire", |t| {
-        exited(t, "expired") >= births
-    });
+    let text = daemon.wait_for("every birth to expire", |t| exited(t, "expired") >= births);
     assert_eq!(exited(&text, "expired"), births, "{text}");
     for cause in [
         "reused_by_connect",
@@ -469,9 +445,7 @@ fn connect_reuse(ctx: &Ctx) {
         recycled >= 1.0,
         "the kernel reused nothing (made {made}, failed {failed}): {kernel_after:?}"
     );
-    let text = wait_for(&daemon, "the reuses", |t| {
-        exited(t, "reused_by_connect") >= recycled
-    });
+    let text = daemon.wait_for("the reuses", |t| exited(t, "reused_by_connect") >= recycled);
     assert_eq!(exited(&text, "reused_by_connect"), recycled, "{text}");
     println!(
         "vmtest: info {recycled} four-tuples reused by connect (TWRecycled), {made} connections, {failed} refused"
@@ -493,7 +467,7 @@ fn port_exhaustion(ctx: &Ctx) {
         ctx.inside(|| testkit::exhaust_ports(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 3));
     assert!(made >= 1 && failed == 3, "made {made}, failed {failed}");
     let count = |t: &str| sample(t, "twmon_connect_eaddrnotavail_total", "");
-    let text = wait_for(&daemon, "3 failures", |t| count(t) >= Some(3.0));
+    let text = daemon.wait_for("3 failures", |t| count(t) >= Some(3.0));
     assert_eq!(count(&text), Some(3.0), "{text}");
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
