@@ -31,6 +31,15 @@ pub mod kind {
     /// A timewait socket died. `skaddr` is the timewait socket, `aux` one
     /// of [`death_cause`](super::death_cause).
     pub const TW_DEATH: u8 = 6;
+    /// The process that closed a connection first: emitted right after the
+    /// ESTABLISHED -> FIN_WAIT1 [`STATE_CHANGE`] of the same `skaddr`,
+    /// from the closing task's context (close() or shutdown()). That side
+    /// is the one that will hold TIME_WAIT, so this is who to blame for it.
+    /// `aux` is the pid (thread group id), `saddr` the comm (NUL padded),
+    /// `daddr[..8]` the cgroup v2 id (little endian), `daddr[8..12]` the
+    /// thread id; family and ports are those of the socket, addresses are
+    /// not repeated.
+    pub const CLOSER: u8 = 7;
 }
 
 /// Why a timewait socket died, as the kernel programs tell it.

@@ -11,7 +11,10 @@
 //! since 4.16.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_get_current_cgroup_id,
+    },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -39,7 +42,7 @@ fn raw_set_state(sk: u64, old_state: i32, new_state: i32) -> Result<(), i32> {
         return Ok(());
     }
     let t = tuple_of(&o, sk)?;
-    emit(Event {
+    let event = Event {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skaddr: sk,
         netns,
@@ -52,8 +55,38 @@ fn raw_set_state(sk: u64, old_state: i32, new_state: i32) -> Result<(), i32> {
         aux: 0,
         saddr: t.saddr,
         daddr: t.daddr,
-    });
+    };
+    emit(event);
+    emit_closer(&event);
     Ok(())
+}
+
+/// `TCP_ESTABLISHED` and `TCP_FIN_WAIT1` (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_FIN_WAIT1: u8 = 4;
+
+/// After an active close, reports who closed: ESTABLISHED -> FIN_WAIT1 only
+/// happens in tcp_close()/tcp_shutdown(), in the closing task's context,
+/// which is the last place the process behind a future TIME_WAIT socket is
+/// known (the timewait socket itself is born later, in a softirq).
+#[inline(always)]
+fn emit_closer(change: &Event) {
+    if change.old_state != TCP_ESTABLISHED || change.new_state != TCP_FIN_WAIT1 {
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let cgroup = unsafe { bpf_get_current_cgroup_id() }.to_le_bytes();
+    let tid = (pid_tgid as u32).to_le_bytes();
+    let mut daddr = [0u8; 16];
+    daddr[..8].copy_from_slice(&cgroup);
+    daddr[8..12].copy_from_slice(&tid);
+    emit(Event {
+        kind: kind::CLOSER,
+        aux: (pid_tgid >> 32) as u32,
+        saddr: bpf_get_current_comm().unwrap_or([0u8; 16]),
+        daddr,
+        ..*change
+    });
 }
 
 #[tracepoint]
@@ -87,7 +120,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         saddr[..4].copy_from_slice(&s);
         daddr[..4].copy_from_slice(&d);
     }
-    emit(Event {
+    let event = Event {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skaddr,
         netns,
@@ -100,6 +133,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
         aux: 0,
         saddr,
         daddr,
-    });
+    };
+    emit(event);
+    emit_closer(&event);
     Ok(())
 }
