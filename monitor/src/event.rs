@@ -96,7 +96,7 @@ impl Family {
 }
 
 /// A connection's four-tuple as seen from the socket's own side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FourTuple {
     pub saddr: IpAddr,
     pub sport: u16,
@@ -255,6 +255,73 @@ pub enum KernelEvent {
     ConnectEaddrnotavail(ConnectFailure),
     /// A timewait socket died.
     TimewaitDeath(Death),
+    /// Who closed a connection first (right after its ESTABLISHED ->
+    /// FIN_WAIT1 transition).
+    Closer(Closer),
+}
+
+impl KernelEvent {
+    /// When it happened (CLOCK_MONOTONIC, ns).
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            KernelEvent::StateChange(e) => e.ts_ns,
+            KernelEvent::TimewaitBirth(e) | KernelEvent::TimewaitOverflow(e) => e.ts_ns,
+            KernelEvent::TimewaitSegment(e) => e.ts_ns,
+            KernelEvent::ConnectEaddrnotavail(e) => e.ts_ns,
+            KernelEvent::TimewaitDeath(e) => e.ts_ns,
+            KernelEvent::Closer(e) => e.ts_ns,
+        }
+    }
+}
+
+/// A task's name as the kernel keeps it: at most 15 bytes, NUL padded.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    pub fn new(name: &str) -> Comm {
+        let mut bytes = [0u8; 16];
+        let n = name.len().min(15);
+        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Comm(bytes)
+    }
+
+    /// The name up to its NUL; a comm is set by the process itself and may
+    /// hold any bytes, so invalid UTF-8 is replaced rather than trusted.
+    pub fn as_string(&self) -> String {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        String::from_utf8_lossy(&self.0[..end]).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_string())
+    }
+}
+
+/// The process that closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Process {
+    /// Thread group id: what userspace calls the pid.
+    pub pid: u32,
+    pub tid: u32,
+    /// cgroup v2 id (the inode of the cgroup's directory), 0 on cgroup v1.
+    pub cgroup: u64,
+    pub comm: Comm,
+}
+
+/// An active close, with who did it. The addresses are those of the
+/// STATE_CHANGE event of the same socket just before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closer {
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    pub netns: Option<u32>,
+    pub family: Family,
+    pub sport: u16,
+    pub dport: u16,
+    pub process: Process,
 }
 
 /// Why a timewait socket died.
@@ -422,6 +489,27 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 tuple: four_tuple(family, raw),
                 substate: TcpState::from_kernel(raw.new_state),
                 cause: DeathCause::from_kernel(raw.aux),
+            }))
+        }
+        kind::CLOSER => {
+            let family = family_of(raw)?;
+            let mut cgroup = [0u8; 8];
+            cgroup.copy_from_slice(&raw.daddr[..8]);
+            let mut tid = [0u8; 4];
+            tid.copy_from_slice(&raw.daddr[8..12]);
+            Ok(KernelEvent::Closer(Closer {
+                ts_ns: raw.ts_ns,
+                skaddr: raw.skaddr,
+                netns: netns(raw),
+                family,
+                sport: raw.sport,
+                dport: raw.dport,
+                process: Process {
+                    pid: raw.aux,
+                    tid: u32::from_le_bytes(tid),
+                    cgroup: u64::from_le_bytes(cgroup),
+                    comm: Comm(raw.saddr),
+                },
             }))
         }
         other => Err(DecodeError::Kind(other)),
@@ -650,5 +738,26 @@ pub(crate) mod tests {
             TcpState::from_kernel(6).map(TcpState::name),
             Some("TIME_WAIT")
         );
+    }
+    #[test]
+    fn decodes_closers() {
+        let mut ev = raw(family::INET, 1, 4);
+        ev.kind = kind::CLOSER;
+        ev.aux = 4242;
+        ev.saddr = *b"curl\0\0\0\0\0\0\0\0\0\0\0\0";
+        ev.daddr = [0u8; 16];
+        ev.daddr[..8].copy_from_slice(&7777u64.to_le_bytes());
+        ev.daddr[8..12].copy_from_slice(&4243u32.to_le_bytes());
+        let Ok(KernelEvent::Closer(c)) = decode(&bytes(&ev)) else {
+            panic!("not a closer")
+        };
+        assert_eq!(c.process.pid, 4242);
+        assert_eq!(c.process.tid, 4243);
+        assert_eq!(c.process.cgroup, 7777);
+        assert_eq!(c.process.comm.as_string(), "curl");
+        assert_eq!(c.process.comm, Comm::new("curl"));
+        assert_eq!((c.sport, c.dport), (ev.sport, ev.dport));
+        // A comm is whatever the process set: never trusted as UTF-8.
+        assert_eq!(Comm([0xff; 16]).as_string().chars().count(), 16);
     }
 }

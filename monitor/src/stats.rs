@@ -78,6 +78,8 @@ impl Stats {
                 *self.segments.entry(seg.kind).or_default() += 1;
             }
             KernelEvent::ConnectEaddrnotavail(_) => self.eaddrnotavail += 1,
+            // Attribution only; the table carries it onto the timewait socket.
+            KernelEvent::Closer(_) => {}
         }
     }
 
