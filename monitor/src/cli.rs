@@ -29,7 +29,108 @@ pub enum Command {
     /// Show, for this kernel, how each hook would attach and why better
     /// methods were refused; exits non-zero if twmon cannot run at all.
     Check(CheckArgs),
+    /// Run as `run` does and also write every event and snapshot to FILE,
+    /// for `twmon replay` (bug reports, tests).
+    Record(RecordArgs),
+    /// Feed a recording through the four-tuple table and print the result,
+    /// or serve it (/metrics and /api/v1) with --listen.
+    Replay(ReplayArgs),
+    /// Print the TIME_WAIT table of a running daemon (or, when none
+    /// answers, what sock_diag shows in this namespace).
+    Snapshot(SnapshotArgs),
+    /// A live terminal view of a running daemon, refreshed every second.
+    Top(TopArgs),
 }
+
+#[derive(Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// Where to write the recording (created or truncated).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// A file written by `twmon record`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Serve the replayed table on this address instead of printing it.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Print JSON (the /api/v1 documents) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Entries and collisions to print.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub view: ViewArgs,
+}
+
+/// How the table is shown; shared by `run` and `replay`.
+#[derive(Args, Debug, Clone)]
+pub struct ViewArgs {
+    /// Series kept per breakdown (remote, local port, process, destination
+    /// pressure): the top K by count, rebuilt at every scrape.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub top_k: u32,
+    /// Keep network namespaces apart with a `netns` label (namespace
+    /// inode) instead of summing them.
+    #[arg(long)]
+    pub netns_label: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    /// The daemon's address.
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Only sockets toward this remote address.
+    #[arg(long)]
+    pub remote: Option<std::net::IpAddr>,
+    /// Only sockets with this local or remote port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Only sockets closed by a process whose name contains this.
+    #[arg(long)]
+    pub process: Option<String>,
+    /// Sort order.
+    #[arg(long, value_enum, default_value_t = SortBy::Age)]
+    pub sort: SortBy,
+    /// At most this many sockets.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    /// Oldest first.
+    Age,
+    /// Least time left first.
+    Left,
+    Remote,
+    Port,
+    Process,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TopArgs {
+    /// The daemon's address.
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Refresh interval.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+/// Where `snapshot` and `top` find the daemon by default.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:9877";
 
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
@@ -68,6 +169,19 @@ pub struct RunArgs {
     /// (e.g. 5s, 500ms, 1m).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub snapshot_interval: Duration,
+
+    /// Most timewait sockets tracked one by one; beyond, the oldest are
+    /// dropped and counted (about 200 bytes each, see docs/metrics.md).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub table_capacity: u64,
+
+    /// How long after a TIME_WAIT cut short a returning four-tuple still
+    /// counts as a reincarnation (default 2*MSL).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub guard_window: Duration,
+
+    #[command(flatten)]
+    pub view: ViewArgs,
 
     /// Ring buffer size in bytes (a power of two, at least 4096): 64 bytes
     /// per event in flight.

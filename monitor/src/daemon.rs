@@ -1,9 +1,12 @@
-//! `twmon run`: wires kernel -> ring buffer -> decoder -> stats, the
-//! sock_diag snapshot loop, and the HTTP server, and tears it all down on
-//! SIGINT/SIGTERM.
+//! `twmon run` (and `record`): wires kernel -> ring buffer -> decoder ->
+//! table, the sock_diag snapshot loop, and the HTTP server, and tears it
+//! all down on SIGINT/SIGTERM.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    fs::File,
+    io::BufWriter,
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
@@ -13,54 +16,76 @@ use tokio::{
     io::{Interest, unix::AsyncFd},
     net::TcpListener,
     signal::unix::{SignalKind, signal},
-    sync::watch,
+    sync::{mpsc, watch},
 };
 
 use crate::{
-    cli::RunArgs,
+    cli::{RunArgs, ViewArgs},
     diag,
-    event::decode,
-    http::{self, ScrapeSource},
+    http::{self, Source},
     metrics::Scrape,
     netns::{self, Netns},
-    probes::{self, LoadOptions, Probes},
-    stats::{Population, Stats},
+    probes::{self, HookStatus, LoadOptions, Probes},
+    record::{Meta, Writer},
+    state::State,
+    table::{self, SnapshotRound},
 };
 
-/// State shared between the event loop, the snapshot loop and scrapes.
-struct Shared {
-    stats: Mutex<Stats>,
-    population: Mutex<Population>,
-    /// The loaded programs; they detach when the last reference drops.
-    probes: Mutex<Probes>,
-    kernel: String,
+/// State shared between the event loop, the snapshot loop and requests.
+pub struct Shared {
+    pub state: Mutex<State>,
+    /// The loaded programs (they detach when the last reference drops);
+    /// none on replay.
+    pub probes: Option<Mutex<Probes>>,
+    pub hooks: Vec<HookStatus>,
+    pub kernel: String,
+    pub view: ViewArgs,
+    /// Replayed tables are looked at as of their last event, live ones now.
+    pub replay: bool,
 }
 
-impl ScrapeSource for Shared {
+impl Shared {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another task panicked mid-update;
+        // the numbers are still the best there are.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Source for Shared {
     fn scrape(&self) -> Scrape {
         let started = std::time::Instant::now();
-        // A poisoned lock only means another task panicked mid-update of
-        // plain counters; the numbers are still the best we have.
-        let stats = self
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .snapshot();
-        let population = *self
-            .population
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let probes = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
-        let lost_in_kernel = probes.lost_in_kernel();
-        let hooks = probes.hooks.clone();
-        drop(probes);
+        let state = self.lock_state();
+        let stats = state.stats.snapshot();
+        let table = state
+            .table
+            .summary(self.view.top_k as usize, self.view.netns_label);
+        drop(state);
+        let lost_in_kernel = self.probes.as_ref().map_or(0, |p| {
+            p.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .lost_in_kernel()
+        });
         Scrape {
             stats,
-            population,
+            table,
+            per_netns: self.view.netns_label,
             lost_in_kernel,
-            hooks,
+            hooks: self.hooks.clone(),
             kernel: self.kernel.clone(),
             duration: started.elapsed(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.lock_state()
+    }
+
+    fn now_ns(&self) -> u64 {
+        if self.replay {
+            self.lock_state().last_ns
+        } else {
+            diag::monotonic_ns()
         }
     }
 }
@@ -72,18 +97,31 @@ enum Scope {
     All,
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(args: RunArgs, record: Option<&Path>) -> Result<()> {
+    // Created before anything is loaded: a path that cannot be written is
+    // a mistake to report at once, not after the probes are up.
+    let recording = match record {
+        Some(path) => Some(
+            File::create(path)
+                .map(BufWriter::new)
+                .with_context(|| format!("cannot create the recording {}", path.display()))?,
+        ),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(run_async(args));
+    let result = runtime.block_on(run_async(args, recording));
     // Leaves any in-flight sock_diag dump behind instead of waiting on it.
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
 }
 
-async fn run_async(args: RunArgs) -> Result<()> {
+/// A recording being written.
+type Recorder = Writer<BufWriter<File>>;
+
+async fn run_async(args: RunArgs, recording: Option<BufWriter<File>>) -> Result<()> {
     let scope = match &args.netns {
         Some(arg) => Scope::One(netns::resolve(arg)?),
         None => Scope::All,
@@ -113,13 +151,61 @@ async fn run_async(args: RunArgs) -> Result<()> {
         "dropped every capability but CAP_SYS_ADMIN (and CAP_SYS_PTRACE to discover namespaces)"
     );
     let own = netns::current()?;
+    let attached = |hook: &str| {
+        probes
+            .hooks
+            .iter()
+            .any(|h| h.hook == hook && h.method.is_some())
+    };
+    let config = table::Config {
+        capacity: usize::try_from(args.table_capacity).unwrap_or(usize::MAX),
+        guard_ns: u64::try_from(args.guard_window.as_nanos()).unwrap_or(u64::MAX),
+        derive_births: !attached("timewait_birth"),
+        derive_deaths: !attached("timewait_death"),
+        hz: crate::kernel_hz(),
+        ..table::Config::default()
+    };
+    let kernel = crate::kernel_release();
+    let mut recorder = match recording {
+        Some(out) => Some(
+            Writer::new(
+                out,
+                &Meta {
+                    twmon: env!("CARGO_PKG_VERSION").into(),
+                    kernel: kernel.clone(),
+                    hz: config.hz,
+                    derive_births: config.derive_births,
+                    derive_deaths: config.derive_deaths,
+                    hooks: probes
+                        .hooks
+                        .iter()
+                        .map(|h| (h.hook.to_string(), h.method.map(|m| m.label().to_string())))
+                        .collect(),
+                },
+            )
+            .context("writing the recording's header")?,
+        ),
+        None => None,
+    };
+    let mut state = State::new(config);
+    // Seeded from a snapshot, so what is already in TIME_WAIT is known.
     let initial = snapshot(scope.clone(), own.inode).await?;
+    if let Some(rec) = recorder.as_mut() {
+        rec.snapshot(&initial).context("writing the recording")?;
+    }
+    state.reconcile(&initial);
+    log::info!(
+        "seeded the table with {} timewait sockets",
+        state.table.len()
+    );
 
     let shared = Arc::new(Shared {
-        stats: Mutex::new(Stats::default()),
-        population: Mutex::new(initial),
-        probes: Mutex::new(probes),
-        kernel: crate::kernel_release(),
+        state: Mutex::new(state),
+        hooks: probes.hooks.clone(),
+        probes: Some(Mutex::new(probes)),
+        kernel,
+        view: args.view.clone(),
+        replay: false,
     });
     match &scope {
         Scope::One(ns) => log::info!(
@@ -135,12 +221,15 @@ async fn run_async(args: RunArgs) -> Result<()> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let events = tokio::spawn(read_events(ring, shared.clone()));
+    // Snapshot rounds go through the event task, which drains the ring
+    // first: the table then has every event older than the dump.
+    let (rounds_tx, rounds_rx) = mpsc::channel(1);
+    let events = tokio::spawn(read_events(ring, shared.clone(), rounds_rx, recorder));
     let snapshots = tokio::spawn(snapshot_loop(
         scope,
         own.inode,
         args.snapshot_interval,
-        shared.clone(),
+        rounds_tx,
     ));
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(http::serve(listener, shared.clone(), async move {
@@ -176,8 +265,14 @@ fn flatten(joined: Result<Result<()>, tokio::task::JoinError>, what: &str) -> Re
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// Drains the ring buffer when the kernel signals it readable, and on a
-/// short timer for the records whose wake-up was deferred.
-async fn read_events(ring: RingBuf<MapData>, shared: Arc<Shared>) -> Result<()> {
+/// short timer for the records whose wake-up was deferred; applies
+/// snapshot rounds in between.
+async fn read_events(
+    ring: RingBuf<MapData>,
+    shared: Arc<Shared>,
+    mut rounds: mpsc::Receiver<SnapshotRound>,
+    mut recorder: Option<Recorder>,
+) -> Result<()> {
     // SAFETY: the RingBuf owns its map fd and closes it only when dropped,
     // and it is moved into the AsyncFd, so the fd stays valid and the same
     // for the AsyncFd's whole lifetime.
@@ -185,7 +280,6 @@ async fn read_events(ring: RingBuf<MapData>, shared: Arc<Shared>) -> Result<()> 
         .map_err(|e| anyhow::anyhow!("registering the ring buffer with the runtime: {e}"))?;
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned = false;
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
@@ -195,38 +289,48 @@ async fn read_events(ring: RingBuf<MapData>, shared: Arc<Shared>) -> Result<()> 
                 // drain could swallow the wake-up of a record committed in
                 // between.
                 guard.clear_ready();
-                drain(guard.get_inner_mut(), &shared, &mut warned);
+                drain(guard.get_inner_mut(), &shared, &mut recorder)?;
             }
-            _ = tick.tick() => drain(fd.get_mut(), &shared, &mut warned),
-        }
-    }
-}
-
-fn drain(ring: &mut RingBuf<MapData>, shared: &Shared, warned: &mut bool) {
-    let mut stats = shared.stats.lock().unwrap_or_else(PoisonError::into_inner);
-    while let Some(item) = ring.next() {
-        match decode(&item) {
-            Ok(event) => stats.record(&event),
-            Err(err) => {
-                stats.record_malformed();
-                if !*warned {
-                    log::warn!(
-                        "malformed event from the kernel (further ones are only counted): {err}"
-                    );
-                    *warned = true;
+            _ = tick.tick() => drain(fd.get_mut(), &shared, &mut recorder)?,
+            Some(round) = rounds.recv() => {
+                drain(fd.get_mut(), &shared, &mut recorder)?;
+                if let Some(rec) = recorder.as_mut() {
+                    rec.snapshot(&round).and_then(|()| rec.flush()).context("writing the recording")?;
                 }
+                shared.lock_state().reconcile(&round);
             }
         }
     }
 }
 
-async fn snapshot(scope: Scope, own_inode: u32) -> Result<Population> {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    shared: &Shared,
+    recorder: &mut Option<Recorder>,
+) -> Result<()> {
+    let mut state = shared.lock_state();
+    let mut any = false;
+    while let Some(item) = ring.next() {
+        if let Some(rec) = recorder.as_mut() {
+            rec.event(&item).context("writing the recording")?;
+        }
+        state.ingest(&item);
+        any = true;
+    }
+    drop(state);
+    if any && let Some(rec) = recorder.as_mut() {
+        rec.flush().context("writing the recording")?;
+    }
+    Ok(())
+}
+
+async fn snapshot(scope: Scope, own_inode: u32) -> Result<SnapshotRound> {
     tokio::task::spawn_blocking(move || {
-        let (namespaces, strict) = match scope {
-            Scope::One(ns) => (vec![ns], true),
-            Scope::All => (netns::discover(), false),
+        let (namespaces, strict, complete) = match scope {
+            Scope::One(ns) => (vec![ns], true, false),
+            Scope::All => (netns::discover(), false, true),
         };
-        diag::timewait_population(&namespaces, own_inode, strict)
+        diag::snapshot_round(&namespaces, own_inode, strict, complete)
     })
     .await
     .context("sock_diag worker panicked")?
@@ -236,7 +340,7 @@ async fn snapshot_loop(
     scope: Scope,
     own_inode: u32,
     every: Duration,
-    shared: Arc<Shared>,
+    rounds: mpsc::Sender<SnapshotRound>,
 ) -> Result<()> {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -244,14 +348,13 @@ async fn snapshot_loop(
     loop {
         tick.tick().await;
         match snapshot(scope.clone(), own_inode).await {
-            Ok(p) => {
-                *shared
-                    .population
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = p
+            Ok(round) => {
+                if rounds.send(round).await.is_err() {
+                    return Ok(());
+                }
             }
-            // A failed dump keeps the previous population; it is retried on
-            // the next tick rather than taking the daemon down.
+            // A failed dump changes nothing; it is retried on the next
+            // tick rather than taking the daemon down.
             Err(err) => log::warn!("TIME_WAIT snapshot failed: {err:#}"),
         }
     }

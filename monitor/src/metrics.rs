@@ -8,7 +8,8 @@ use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGaugeVec, Opts, Reg
 use crate::{
     event::{DeathCause, Family, SegmentKind, TcpState},
     probes::{HookStatus, Method},
-    stats::{Population, StatsSnapshot},
+    stats::StatsSnapshot,
+    table::Summary,
 };
 
 /// The `Content-Type` of the text exposition format 0.0.4; Prometheus 3
@@ -19,7 +20,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, Default, Clone)]
 pub struct Scrape {
     pub stats: StatsSnapshot,
-    pub population: Population,
+    /// The four-tuple table's aggregates.
+    pub table: Summary,
+    /// Keep network namespaces apart with a `netns` label.
+    pub per_netns: bool,
     /// Events the kernel could not deliver (ring buffer full, or the
     /// program run skipped because of nesting), as the kernel counted them.
     pub lost_in_kernel: u64,
@@ -57,7 +61,16 @@ impl Scrape {
             .iter()
             .any(|h| h.hook == hook && h.method.is_some())
     }
+
+    /// Hooks whose numbers the table derives from transitions and
+    /// snapshots when they are not attached.
+    fn derived(&self, hook: &str) -> bool {
+        DERIVABLE.contains(&hook) && !self.attached(hook)
+    }
 }
+
+/// Hooks the table can stand in for.
+const DERIVABLE: [&str; 2] = ["timewait_birth", "timewait_death"];
 
 /// Renders `scrape` in the text exposition format.
 pub fn encode(scrape: &Scrape) -> Result<String> {
@@ -74,19 +87,6 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
         transitions
             .with_label_values(&[from.name(), to.name()])
             .inc_by(*n);
-    }
-
-    let timewait = IntGaugeVec::new(
-        Opts::new(
-            "twmon_timewait_sockets",
-            "TCP sockets in TIME_WAIT, from the last sock_diag dump of the watched namespaces.",
-        ),
-        &["family"],
-    )?;
-    for family in Family::ALL {
-        timewait
-            .with_label_values(&[family.label()])
-            .set(gauge(scrape.population.get(family)));
     }
 
     let events = IntCounter::new(
@@ -126,38 +126,56 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
         &["hook", "method"],
     )?;
     for hook in &scrape.hooks {
-        let method = hook.method.map_or("none", Method::label);
+        let fallback = if scrape.derived(hook.hook) {
+            "derived"
+        } else {
+            "none"
+        };
+        let method = hook.method.map_or(fallback, Method::label);
         probe_attached
             .with_label_values(&[hook.hook, method])
             .set(i64::from(hook.method.is_some()));
     }
     registry.register(Box::new(probe_attached))?;
 
-    // Only where the hook runs: a zero from a hook that is not attached
-    // would read as an exact "none happened".
-    if scrape.attached("timewait_birth") {
+    // Only where the hook runs or the table stands in for it: a zero from a
+    // hook that is not attached would read as an exact "none happened".
+    if scrape.attached("timewait_birth") || scrape.derived("timewait_birth") {
         let entered = IntCounterVec::new(
             Opts::new(
                 "twmon_timewait_entered_total",
-                "Timewait sockets born (tcp_time_wait), by family and substate.",
+                "Timewait sockets born (tcp_time_wait), by family and substate; derived from \
+                 FIN_WAIT2/CLOSING->CLOSE transitions confirmed by sock_diag where \
+                 twmon_probe_attached{hook=\"timewait_birth\",method=\"derived\"}.",
             ),
             &["family", "substate"],
         )?;
+        let derived = scrape.derived("timewait_birth");
         for family in Family::ALL {
             for substate in [TcpState::TimeWait, TcpState::FinWait2] {
-                let n = scrape.stats.entered.get(&(family, substate)).copied();
+                let n = if derived {
+                    scrape
+                        .table
+                        .derived_births
+                        .get(&(family, substate))
+                        .copied()
+                } else {
+                    scrape.stats.entered.get(&(family, substate)).copied()
+                };
                 entered
                     .with_label_values(&[family.label(), substate.name()])
                     .inc_by(n.unwrap_or(0));
             }
         }
+        registry.register(Box::new(entered))?;
+    }
+    if scrape.attached("timewait_birth") {
         let overflow = IntCounter::new(
             "twmon_timewait_overflow_total",
             "Connections that closed without TIME_WAIT because no timewait socket could be \
              had (tcp_max_tw_buckets full).",
         )?;
         overflow.inc_by(scrape.stats.overflows);
-        registry.register(Box::new(entered))?;
         registry.register(Box::new(overflow))?;
     }
 
@@ -177,18 +195,27 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
         registry.register(Box::new(segments))?;
     }
 
-    if scrape.attached("timewait_death") {
+    if scrape.attached("timewait_death") || scrape.derived("timewait_death") {
         let exited = IntCounterVec::new(
             Opts::new(
                 "twmon_timewait_exited_total",
                 "Timewait sockets that died, by cause: expired after their full time, or ended \
-                 early (reused by connect or SYN, killed by RST, namespace purged, unknown).",
+                 early (reused by connect or SYN, killed by RST, namespace purged, unknown). \
+                 Derived from sock_diag snapshots and transitions where \
+                 twmon_probe_attached{hook=\"timewait_death\",method=\"derived\"}.",
             ),
             &["cause"],
         )?;
+        let derived = scrape.derived("timewait_death");
         for cause in DeathCause::ALL {
-            let n = scrape.stats.exited.get(&cause).copied().unwrap_or(0);
-            exited.with_label_values(&[cause.label()]).inc_by(n);
+            let n = if derived {
+                scrape.table.exited.get(&(cause, true)).copied()
+            } else {
+                scrape.stats.exited.get(&cause).copied()
+            };
+            exited
+                .with_label_values(&[cause.label()])
+                .inc_by(n.unwrap_or(0));
         }
         registry.register(Box::new(exited))?;
     }
@@ -204,20 +231,19 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
     }
 
     registry.register(Box::new(transitions))?;
-    registry.register(Box::new(timewait))?;
     registry.register(Box::new(events))?;
     registry.register(Box::new(lost))?;
     registry.register(Box::new(build_info))?;
+    crate::metrics_table::register(&registry, scrape)?;
 
+    let mut families = registry.gather();
+    families.push(crate::metrics_table::durations(&scrape.table));
+    families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
+        .encode(&families, &mut out)
         .context("encoding metrics")?;
     String::from_utf8(out).context("metrics are not UTF-8")
-}
-
-fn gauge(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -234,7 +260,14 @@ mod tests {
             .stats
             .transitions
             .insert((TcpState::FinWait1, TcpState::FinWait2), 7);
-        scrape.population = Population { ipv4: 5, ipv6: 2 };
+        scrape
+            .table
+            .population
+            .insert((0, Family::Ipv4, TcpState::TimeWait), 5);
+        scrape
+            .table
+            .population
+            .insert((0, Family::Ipv6, TcpState::FinWait2), 2);
         scrape.lost_in_kernel = 3;
         let text = encode(&scrape).unwrap();
 
@@ -247,11 +280,19 @@ mod tests {
             Some(7.0)
         );
         assert_eq!(
-            sample(&text, "twmon_timewait_sockets", r#"family="ipv4""#),
+            sample(
+                &text,
+                "twmon_timewait_sockets",
+                r#"family="ipv4",substate="TIME_WAIT""#
+            ),
             Some(5.0)
         );
         assert_eq!(
-            sample(&text, "twmon_timewait_sockets", r#"family="ipv6""#),
+            sample(
+                &text,
+                "twmon_timewait_sockets",
+                r#"family="ipv6",substate="FIN_WAIT2""#
+            ),
             Some(2.0)
         );
         assert_eq!(sample(&text, "twmon_events_total", ""), Some(10.0));
@@ -270,23 +311,29 @@ mod tests {
             .entered
             .insert((Family::Ipv6, TcpState::FinWait2), 3);
         scrape.stats.overflows = 2;
+        scrape.stats.segments.insert(SegmentKind::Syn, 5);
+        // Segments have no stand-in: without their hook, no series at all.
         scrape.hooks = vec![HookStatus {
-            hook: "timewait_birth",
+            hook: "timewait_segments",
             method: None,
             refused: vec!["kprobe: no".into()],
         }];
         let text = encode(&scrape).unwrap();
-        assert!(!text.contains("twmon_timewait_entered_total"), "{text}");
+        assert!(!text.contains("twmon_timewait_segments_total"), "{text}");
         assert_eq!(
             sample(
                 &text,
                 "twmon_probe_attached",
-                r#"hook="timewait_birth",method="none""#
+                r#"hook="timewait_segments",method="none""#
             ),
             Some(0.0)
         );
 
-        scrape.hooks[0].method = Some(Method::Kprobe);
+        scrape.hooks[0] = HookStatus {
+            hook: "timewait_birth",
+            method: Some(Method::Kprobe),
+            refused: vec![],
+        };
         let text = encode(&scrape).unwrap();
         let entered = |labels: &str| sample(&text, "twmon_timewait_entered_total", labels);
         assert_eq!(entered(r#"family="ipv6",substate="FIN_WAIT2""#), Some(3.0));
@@ -308,13 +355,155 @@ mod tests {
     #[test]
     fn empty_population_still_exports_both_families() {
         let text = encode(&Scrape::default()).unwrap();
+        for labels in [
+            r#"family="ipv4",substate="TIME_WAIT""#,
+            r#"family="ipv6",substate="FIN_WAIT2""#,
+        ] {
+            assert_eq!(sample(&text, "twmon_timewait_sockets", labels), Some(0.0));
+        }
+    }
+
+    #[test]
+    fn derived_lifecycle_is_marked_and_taken_from_the_table() {
+        let mut scrape = Scrape {
+            hooks: ["timewait_birth", "timewait_death"]
+                .into_iter()
+                .map(|hook| HookStatus {
+                    hook,
+                    method: None,
+                    refused: vec![],
+                })
+                .collect(),
+            ..Scrape::default()
+        };
+        scrape
+            .table
+            .derived_births
+            .insert((Family::Ipv4, TcpState::TimeWait), 4);
+        scrape.table.exited.insert((DeathCause::Expired, true), 3);
+        // A probe count the daemon cannot have in this mode is not shown.
+        scrape
+            .stats
+            .entered
+            .insert((Family::Ipv4, TcpState::TimeWait), 99);
+        let text = encode(&scrape).unwrap();
+        let attached = |hook: &str, method: &str| {
+            sample(
+                &text,
+                "twmon_probe_attached",
+                &format!(r#"hook="{hook}",method="{method}""#),
+            )
+        };
+        assert_eq!(attached("timewait_birth", "derived"), Some(0.0));
+        assert_eq!(attached("timewait_death", "derived"), Some(0.0));
         assert_eq!(
-            sample(&text, "twmon_timewait_sockets", r#"family="ipv4""#),
-            Some(0.0)
+            sample(
+                &text,
+                "twmon_timewait_entered_total",
+                r#"family="ipv4",substate="TIME_WAIT""#
+            ),
+            Some(4.0)
         );
         assert_eq!(
-            sample(&text, "twmon_timewait_sockets", r#"family="ipv6""#),
+            sample(&text, "twmon_timewait_exited_total", r#"cause="expired""#),
+            Some(3.0)
+        );
+        assert!(!text.contains("twmon_timewait_overflow_total"));
+    }
+
+    #[test]
+    fn table_metrics_with_and_without_netns() {
+        use crate::table::{CollisionKind, Knobs, Pressure};
+        let mut scrape = Scrape::default();
+        let t = &mut scrape.table;
+        t.population
+            .insert((7, Family::Ipv4, TcpState::TimeWait), 3);
+        t.by_remote = vec![((7, "10.0.0.2".parse().unwrap(), 80), 3)];
+        t.by_process = vec![((7, "curl".into()), 3)];
+        t.collisions.insert(CollisionKind::ConnectReuse, 2);
+        t.knobs.insert(
+            7,
+            Knobs {
+                port_range: Some((40000, 40003)),
+                max_tw_buckets: Some(10),
+                ..Knobs::default()
+            },
+        );
+        t.pressure = vec![Pressure {
+            netns: 7,
+            local: "10.0.0.1".parse().unwrap(),
+            remote: "10.0.0.2".parse().unwrap(),
+            remote_port: 80,
+            in_use: 3,
+            in_timewait: 2,
+            range: 4,
+        }];
+        t.durations
+            .entry(DeathCause::Expired)
+            .or_default()
+            .observe(60.3);
+        let text = encode(&scrape).unwrap();
+        let dest = r#"local_addr="10.0.0.1",remote_addr="10.0.0.2",remote_port="80""#;
+        assert_eq!(
+            sample(&text, "twmon_ephemeral_ports_in_use", dest),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, "twmon_ephemeral_ports_in_timewait", dest),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "twmon_ephemeral_port_pressure_ratio", dest),
+            Some(0.75)
+        );
+        assert_eq!(
+            sample(&text, "twmon_ephemeral_port_range_size", ""),
+            Some(4.0)
+        );
+        assert_eq!(sample(&text, "twmon_tcp_max_tw_buckets", ""), Some(10.0));
+        assert_eq!(
+            sample(&text, "twmon_timewait_sockets_by_process", r#"comm="curl""#),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "twmon_fourtuple_collisions_total",
+                r#"kind="connect_reuse""#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "twmon_timewait_duration_seconds_bucket",
+                r#"cause="expired",le="60.5""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "twmon_timewait_duration_seconds_bucket",
+                r#"cause="expired",le="60""#
+            ),
             Some(0.0)
+        );
+        assert!(text.contains("# TYPE twmon_timewait_duration_seconds histogram"));
+
+        scrape.per_netns = true;
+        let text = encode(&scrape).unwrap();
+        assert_eq!(
+            sample(
+                &text,
+                "twmon_timewait_sockets_by_remote",
+                r#"netns="7",remote_addr="10.0.0.2",remote_port="80""#
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, "twmon_ephemeral_port_range_size", r#"netns="7""#),
+            Some(4.0)
         );
     }
 }

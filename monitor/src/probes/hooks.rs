@@ -35,6 +35,17 @@ impl Method {
             Method::Tracepoint => "tracepoint",
         }
     }
+
+    pub fn from_label(label: &str) -> Option<Method> {
+        [
+            Method::Fentry,
+            Method::Kprobe,
+            Method::RawTracepoint,
+            Method::Tracepoint,
+        ]
+        .into_iter()
+        .find(|m| m.label() == label)
+    }
 }
 
 /// How one hook ended up attached.
