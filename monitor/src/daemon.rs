@@ -143,7 +143,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         shared.clone(),
     ));
     let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(http::serve(listener, shared.clone(), async move {
+    let mut server = tokio::spawn(http::serve(listener, shared.clone(), async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     }));
 
@@ -154,9 +154,14 @@ async fn run_async(args: RunArgs) -> Result<()> {
         _ = sigint.recv() => { log::info!("SIGINT: shutting down"); Ok(()) }
         r = events => flatten(r, "event reader"),
         r = snapshots => flatten(r, "snapshot loop"),
-        r = server => flatten(r, "HTTP server"),
+        r = &mut server => flatten(r, "HTTP server"),
     };
     let _ = stop_tx.send(true);
+    // Scrapes in flight get the server's short grace; idle connections
+    // close at once, so a normal shutdown does not wait.
+    if !server.is_finished() {
+        let _ = server.await;
+    }
     // Programs detach when the last owner of the maps and links drops,
     // which happens as this function and its tasks unwind.
     outcome

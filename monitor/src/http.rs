@@ -12,7 +12,10 @@ use axum::{
 };
 use tokio::net::TcpListener;
 
-use crate::metrics::{self, CONTENT_TYPE, Scrape};
+use crate::{
+    metrics::{self, CONTENT_TYPE, Scrape},
+    server::{self, Limits},
+};
 
 /// Where a scrape gets its numbers from.
 pub trait ScrapeSource: Send + Sync + 'static {
@@ -29,14 +32,13 @@ pub fn router(source: Source) -> Router {
         .with_state(source)
 }
 
-/// Serves until `shutdown` completes.
+/// Serves until `shutdown` completes, within the default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     source: Source,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router(source))
-        .with_graceful_shutdown(shutdown)
+    server::serve(listener, router(source), Limits::default(), shutdown)
         .await
         .context("HTTP server failed")
 }

@@ -15,6 +15,7 @@ pub mod kernel_btf;
 pub mod metrics;
 pub mod netns;
 pub mod probes;
+pub mod server;
 pub mod stats;
 pub mod tracefs;
 
