@@ -25,6 +25,7 @@ use crate::{
     netns::{self, Netns},
     probes::{self, LoadOptions, Probes},
     stats::{Population, Stats},
+    web_config::WebConfig,
 };
 
 /// State shared between the event loop, the snapshot loop and scrapes.
@@ -84,6 +85,12 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 async fn run_async(args: RunArgs) -> Result<()> {
+    // First of all: a config that cannot be honoured must stop us before
+    // anything listens, never leave a plain or open port behind.
+    let web = match &args.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
     let scope = match &args.netns {
         Some(arg) => Scope::One(netns::resolve(arg)?),
         None => Scope::All,
@@ -130,8 +137,14 @@ async fn run_async(args: RunArgs) -> Result<()> {
         Scope::All => log::info!("watching all network namespaces"),
     }
     log::info!(
-        "serving metrics on http://{}/metrics",
-        listener.local_addr()?
+        "serving metrics on {}://{}/metrics{}",
+        web.scheme(),
+        listener.local_addr()?,
+        if web.auth.is_some() {
+            " (basic auth required)"
+        } else {
+            ""
+        }
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -143,7 +156,7 @@ async fn run_async(args: RunArgs) -> Result<()> {
         shared.clone(),
     ));
     let mut http_stop = stop_rx.clone();
-    let mut server = tokio::spawn(http::serve(listener, shared.clone(), async move {
+    let mut server = tokio::spawn(http::serve(listener, shared.clone(), web, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     }));
 

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::{
     metrics::{self, CONTENT_TYPE, Scrape},
     server::{self, Limits},
+    web_config::WebConfig,
 };
 
 /// Where a scrape gets its numbers from.
@@ -32,13 +33,15 @@ pub fn router(source: Source) -> Router {
         .with_state(source)
 }
 
-/// Serves until `shutdown` completes, within the default [`Limits`].
+/// Serves until `shutdown` completes, as `web` asks and within the
+/// default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     source: Source,
+    web: WebConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    server::serve(listener, router(source), Limits::default(), shutdown)
+    server::serve(listener, router(source), web, Limits::default(), shutdown)
         .await
         .context("HTTP server failed")
 }

@@ -4,6 +4,7 @@
 //! -> [`stats`] -> [`metrics`] on scrape. [`diag`] adds the kernel's own
 //! socket list (sock_diag) for what probes cannot count on every kernel.
 
+pub mod auth;
 pub mod caps;
 pub mod check;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod probes;
 pub mod server;
 pub mod stats;
 pub mod tracefs;
+pub mod web_config;
 
 /// Release of the running kernel (`uname -r`), empty if unreadable.
 pub fn kernel_release() -> String {

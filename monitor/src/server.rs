@@ -9,7 +9,7 @@ use axum::{
     Router,
     body::HttpBody as _,
     extract::{Request, State},
-    http::{Method, StatusCode, header},
+    http::{HeaderMap, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -19,12 +19,15 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, watch},
     task::JoinSet,
 };
 use tokio_io_timeout::TimeoutStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::{auth::BasicAuth, web_config::WebConfig};
 
 /// What one client may cost us. The defaults suit a scrape endpoint: small
 /// requests, small fast responses, a handful of scrapers.
@@ -68,15 +71,18 @@ impl Default for Limits {
 /// hyper panics below this (its minimum read buffer).
 const HYPER_MIN_BUF: usize = 8 * 1024;
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets
-/// requests in flight finish for up to `limits.shutdown_grace`.
+/// Serves `app` on `listener` as `web` asks (TLS, auth, headers) until
+/// `shutdown` completes, then lets requests in flight finish for up to
+/// `limits.shutdown_grace`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    web: WebConfig,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let app = guarded(app, limits);
+    let app = guarded(app, &web, limits);
+    let tls = web.tls.map(TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -111,6 +117,7 @@ pub async fn serve(
             stream,
             peer,
             app.clone(),
+            tls.clone(),
             limits,
             stop_rx.clone(),
             permit,
@@ -145,17 +152,69 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
+    tls: Option<TlsAcceptor>,
     limits: Limits,
     stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let mut stream = TimeoutStream::new(stream);
-    stream.set_write_timeout(Some(limits.write_timeout));
-    let stream = Box::pin(stream);
-    if let Err(err) = serve_http(stream, app, limits, stop).await {
+    let result = match tls {
+        None => serve_http(with_write_timeout(stream, limits), app, limits, stop).await,
+        Some(tls) => {
+            // The handshake counts against the head's time: a client that
+            // opens a connection and stalls holds its slot no longer.
+            let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+            let handshake = async {
+                if !starts_with_tls(&stream).await {
+                    refuse_plain_http(stream, limits).await;
+                    return Err(anyhow::anyhow!("plain HTTP on the HTTPS port"));
+                }
+                Ok(tls.accept(with_write_timeout(stream, limits)).await?)
+            };
+            match tokio::time::timeout_at(deadline, handshake).await {
+                Ok(Ok(stream)) => serve_http(stream, app, limits, stop).await,
+                Ok(Err(err)) => {
+                    log::debug!("TLS handshake with {peer}: {err:#}");
+                    return;
+                }
+                Err(_) => {
+                    log::debug!("TLS handshake with {peer} timed out");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(err) = result {
         // Clients hanging up or timing out are routine, not our failure.
         log::debug!("connection from {peer}: {err}");
     }
+}
+
+fn with_write_timeout(
+    stream: TcpStream,
+    limits: Limits,
+) -> std::pin::Pin<Box<TimeoutStream<TcpStream>>> {
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(limits.write_timeout));
+    Box::pin(stream)
+}
+
+/// Whether the client's first byte opens a TLS handshake record.
+async fn starts_with_tls(stream: &TcpStream) -> bool {
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0] == HANDSHAKE_RECORD)
+}
+
+/// Answers a plain HTTP client on the HTTPS port in words it can show, as
+/// Go's servers do, instead of a TLS alert it would print as garbage.
+async fn refuse_plain_http(mut stream: TcpStream, limits: Limits) {
+    const REFUSAL: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n\
+        Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server: use https://\n";
+    let _ = tokio::time::timeout(limits.write_timeout, async {
+        let _ = stream.write_all(REFUSAL).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 async fn serve_http<I>(
@@ -189,10 +248,39 @@ where
 }
 
 /// `app` behind the checks that hold for every route, present and future.
-fn guarded(app: Router, limits: Limits) -> Router {
-    // The last layer added runs first.
+fn guarded(app: Router, web: &WebConfig, limits: Limits) -> Router {
+    // The last layer added runs first: headers go on every answer, cheap
+    // refusals come before bcrypt, and the time limit covers waiting for it.
+    let app = match &web.auth {
+        Some(auth) => app.layer(middleware::from_fn_with_state(auth.clone(), require_auth)),
+        None => app,
+    };
     app.layer(middleware::from_fn_with_state(limits, request_timeout))
         .layer(middleware::from_fn_with_state(limits, method_and_body))
+        .layer(middleware::from_fn_with_state(
+            web.headers.clone(),
+            extra_headers,
+        ))
+}
+
+async fn require_auth(State(auth): State<Arc<BasicAuth>>, req: Request, next: Next) -> Response {
+    if auth.allows(req.headers().get(header::AUTHORIZATION)).await {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"twmon\"")],
+        "authentication required\n",
+    )
+        .into_response()
+}
+
+async fn extra_headers(State(headers): State<HeaderMap>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    for (name, value) in &headers {
+        response.headers_mut().insert(name, value.clone());
+    }
+    response
 }
 
 /// Everything twmon serves is read-only; refusing other methods and bodies

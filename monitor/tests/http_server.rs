@@ -1,23 +1,39 @@
-//! The HTTP server's limits, against real sockets on loopback (no root):
-//! each test makes a client misbehave and checks the server bounds it.
+//! The HTTP server against real sockets on loopback (no root): each limit
+//! test makes a client misbehave and checks the server bounds it; the web
+//! config tests serve HTTPS with basic auth to a rustls client, and run the
+//! daemon on broken configs.
 
 use std::{
+    fs,
     net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use axum::{Router, routing::get};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
 use monitor::{
     http::{ScrapeSource, router},
     metrics::Scrape,
     server::{self, Limits},
+    web_config::WebConfig,
 };
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
     sync::oneshot,
     task::JoinHandle,
+};
+use tokio_rustls::{
+    TlsConnector,
+    rustls::{
+        ClientConfig, RootCertStore,
+        crypto::ring,
+        pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
+    },
 };
 
 struct Fixed;
@@ -35,14 +51,18 @@ struct Server {
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-async fn start_app(app: Router, limits: Limits) -> Server {
+async fn start_with(app: Router, web: WebConfig, limits: Limits) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(server::serve(listener, app, limits, async {
+    let task = tokio::spawn(server::serve(listener, app, web, limits, async {
         let _ = stopped.await;
     }));
     Server { addr, stop, task }
+}
+
+async fn start_app(app: Router, limits: Limits) -> Server {
+    start_with(app, WebConfig::default(), limits).await
 }
 
 async fn start(limits: Limits) -> Server {
@@ -58,7 +78,7 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
         .expect("the server neither answered nor closed within 5s")
 }
 
-async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+async fn read_to_close(stream: &mut (impl AsyncRead + Unpin), limit: Duration) -> Option<String> {
     let mut out = Vec::new();
     match tokio::time::timeout(limit, stream.read_to_end(&mut out)).await {
         Ok(Ok(_)) => Some(String::from_utf8_lossy(&out).into_owned()),
@@ -300,4 +320,298 @@ async fn shutdown_does_not_wait_for_idle_or_stalled_clients() {
     // And the port no longer accepts.
     assert!(TcpStream::connect(server.addr).await.is_err());
     drop(stuck);
+}
+
+// --- TLS and basic auth from a web config file ---------------------------
+
+/// A throwaway CA with a server certificate for localhost and a client
+/// certificate, written as PEM files into a fresh directory.
+struct Pki {
+    dir: PathBuf,
+    client_cert: CertificateDer<'static>,
+    client_key: PrivateKeyDer<'static>,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("twmon-http-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+        let issue = |name: &str| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(vec![name.to_string()])
+                .expect("params")
+                .signed_by(&key, &ca)
+                .expect("sign");
+            (cert, key)
+        };
+        let (server, server_key) = issue("localhost");
+        let (client, client_key) = issue("scraper");
+        fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+        fs::write(dir.join("server.pem"), server.pem()).expect("write");
+        fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
+        Pki {
+            dir,
+            client_cert: client.der().clone(),
+            client_key: PrivateKeyDer::from_pem_slice(client_key.serialize_pem().as_bytes())
+                .expect("client key"),
+        }
+    }
+
+    /// Writes `yaml` as web.yml next to the PEM files; returns its path.
+    fn config(&self, yaml: &str) -> PathBuf {
+        let path = self.dir.join("web.yml");
+        fs::write(&path, yaml).expect("write config");
+        path
+    }
+
+    /// A rustls client trusting only this CA, with the client
+    /// certificate if `with_cert`.
+    fn client(&self, with_cert: bool) -> TlsConnector {
+        let mut roots = RootCertStore::empty();
+        let ca = fs::read(self.dir.join("ca.pem")).expect("ca");
+        roots
+            .add(CertificateDer::from_pem_slice(&ca).expect("ca pem"))
+            .expect("root");
+        let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let config = if with_cert {
+            builder
+                .with_client_auth_cert(vec![self.client_cert.clone()], self.client_key.clone_key())
+                .expect("client cert")
+        } else {
+            builder.with_no_client_auth()
+        };
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends `request` over TLS; `None` if the handshake fails.
+async fn tls_exchange(addr: SocketAddr, client: &TlsConnector, request: &[u8]) -> Option<String> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut tls = client.connect(name, tcp).await.ok()?;
+    // With TLS 1.3 a refused client certificate only shows on first use.
+    tls.write_all(request).await.ok()?;
+    read_to_close(&mut tls, Duration::from_secs(5)).await
+}
+
+fn get_as(path: &str, user: &str, password: &str) -> Vec<u8> {
+    let credentials = STANDARD.encode(format!("{user}:{password}"));
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {credentials}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Relative file names, resolved against the config's directory.
+fn tls_and_auth_yaml(extra_tls: &str) -> String {
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    format!(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n{extra_tls}\
+         basic_auth_users:\n  prometheus: '{hash}'\n\
+         http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+    )
+}
+
+async fn start_from_file(path: &Path) -> Server {
+    let web = WebConfig::load(path).expect("valid web config");
+    start_with(router(Arc::new(Fixed)), web, Limits::default()).await
+}
+
+#[tokio::test]
+async fn https_with_basic_auth_serves_only_the_right_credentials() {
+    let pki = Pki::new("auth");
+    let server = start_from_file(&pki.config(&tls_and_auth_yaml(""))).await;
+    let client = pki.client(false);
+
+    // The second time is answered from the remembered verification.
+    for _ in 0..2 {
+        let ok = tls_exchange(
+            server.addr,
+            &client,
+            &get_as("/metrics", "prometheus", "s3cret"),
+        )
+        .await
+        .expect("handshake");
+        assert_eq!(status(&ok), "HTTP/1.1 200 OK", "{ok}");
+        let lower = ok.to_ascii_lowercase();
+        assert!(
+            lower.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+            "{ok}"
+        );
+        assert!(lower.contains("x-content-type-options: nosniff"), "{ok}");
+        assert!(ok.contains("twmon_build_info"), "{ok}");
+    }
+
+    for request in [
+        get_as("/metrics", "prometheus", "wrong"),
+        get_as("/metrics", "nobody", "s3cret"),
+        get_as("/healthz", "prometheus", ""),
+        get_request("/metrics"),
+    ] {
+        let refused = tls_exchange(server.addr, &client, &request)
+            .await
+            .expect("handshake");
+        assert_eq!(status(&refused), "HTTP/1.1 401 Unauthorized", "{refused}");
+        assert!(
+            refused.contains("\r\nwww-authenticate: Basic realm=\"twmon\"\r\n"),
+            "{refused}"
+        );
+        assert!(!refused.contains("twmon_build_info"));
+        // The configured headers go on refusals too.
+        assert!(refused.contains("x-content-type-options: nosniff"));
+    }
+}
+
+#[tokio::test]
+async fn plain_http_on_the_https_port_is_refused_in_words() {
+    let pki = Pki::new("plain");
+    let server = start_from_file(&pki.config(&tls_and_auth_yaml(""))).await;
+    let response = exchange(server.addr, &get_as("/metrics", "prometheus", "s3cret")).await;
+    assert!(
+        response.starts_with("HTTP/1.0 400 Bad Request"),
+        "{response}"
+    );
+    assert!(response.contains("use https://"), "{response}");
+    assert!(!response.contains("twmon_build_info"));
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_when_configured() {
+    let pki = Pki::new("mtls");
+    let extra = "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n";
+    let server = start_from_file(&pki.config(&tls_and_auth_yaml(extra))).await;
+    let request = get_as("/metrics", "prometheus", "s3cret");
+    let with_cert = tls_exchange(server.addr, &pki.client(true), &request).await;
+    assert!(
+        with_cert
+            .as_deref()
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200 OK")),
+        "{with_cert:?}"
+    );
+    let without = tls_exchange(server.addr, &pki.client(false), &request).await;
+    assert!(
+        without.as_deref().is_none_or(|r| !r.contains("200 OK")),
+        "served without a client certificate: {without:?}"
+    );
+}
+
+// --- Broken web configs stop the daemon before it listens ----------------
+
+/// Runs `twmon run` with `config` on a port this test holds. The config is
+/// read before binding, so a config error must win over "port in use".
+fn daemon_refuses(config: &Path) -> String {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let out = Command::new(env!("CARGO_BIN_EXE_twmon"))
+        .args(["run", "--listen"])
+        .arg(held.local_addr().expect("addr").to_string())
+        .arg("--web.config.file")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("running twmon");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<_> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {stderr}");
+    assert!(lines[0].starts_with("twmon: error: "), "{stderr}");
+    assert!(!stderr.contains("cannot listen"), "bound first: {stderr}");
+    stderr
+}
+
+#[test]
+fn broken_web_configs_are_one_line_errors_at_start() {
+    let pki = Pki::new("broken");
+    fs::write(pki.dir.join("junk.pem"), "not a certificate\n").expect("write");
+    let tls = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "tls_server_config:\n  cert_file: a\n   key_file: b\n",
+            "mapping values are not allowed in this context at line 3",
+        ),
+        (
+            "tls_server_config:\n  cert_fil: server.pem\n",
+            "unknown field `cert_fil`",
+        ),
+        ("tls_fonfig:\n  x: 1\n", "unknown field `tls_fonfig`"),
+        (
+            "tls_server_config:\n  cert_file: server.pem\n",
+            "no key: set key_file",
+        ),
+        (
+            "tls_server_config:\n  key_file: server.key\n",
+            "no certificate: set cert_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: missing.pem\n  key_file: server.key\n",
+            "cannot read cert_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: junk.pem\n  key_file: server.key\n",
+            "holds no PEM certificate",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: junk.pem\n",
+            "no usable PEM private key",
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: ca.pem\n",
+            "no usable PEM private key",
+        ),
+        ("tls_server_config:\n", "tls_server_config is empty"),
+        ("basic_auth_users:\n  alice: hunter2\n", "not a bcrypt hash"),
+        ("basic_auth_users: {}\n", "basic_auth_users is empty"),
+        ("", "it sets nothing"),
+        (
+            &format!("{tls}  cipher_suites: [TLS_AES_128_GCM_SHA256]\n"),
+            "cipher_suites is not supported",
+        ),
+        (
+            &format!("{tls}  min_version: TLS10\n"),
+            "TLS 1.2 and 1.3 only",
+        ),
+        (
+            &format!("{tls}  client_ca_file: ca.pem\n"),
+            "set client_auth_type: RequireAndVerifyClientCert",
+        ),
+        (
+            &format!("{tls}  client_auth_type: RequireAnyClientCert\n"),
+            "without checking",
+        ),
+        (
+            &format!("{tls}http_server_config:\n  http2: true\n"),
+            "HTTP/1.1 only",
+        ),
+        (
+            &format!("{tls}http_server_config:\n  headers:\n    Server: twmon\n"),
+            "header \"Server\" cannot be set",
+        ),
+        (
+            &format!("{tls}rate_limit:\n  burst: 1\n"),
+            "rate_limit is not supported",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let stderr = daemon_refuses(&pki.config(yaml));
+        assert!(stderr.contains(want), "{yaml:?}: want {want:?} in {stderr}");
+    }
+    let stderr = daemon_refuses(&pki.dir.join("absent.yml"));
+    assert!(
+        stderr.contains("cannot read the web config file") && stderr.contains("--web.config.file"),
+        "{stderr}"
+    );
 }
