@@ -6,7 +6,7 @@
 use std::{
     fs,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::Arc,
     time::{Duration, Instant},
@@ -20,7 +20,6 @@ use monitor::{
     server::{self, Limits},
     web_config::WebConfig,
 };
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -35,6 +34,10 @@ use tokio_rustls::{
         pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
     },
 };
+
+mod common;
+
+use common::{Pki, read, tls_and_auth_yaml};
 
 struct Fixed;
 
@@ -324,78 +327,27 @@ async fn shutdown_does_not_wait_for_idle_or_stalled_clients() {
 
 // --- TLS and basic auth from a web config file ---------------------------
 
-/// A throwaway CA with a server certificate for localhost and a client
-/// certificate, written as PEM files into a fresh directory.
-struct Pki {
-    dir: PathBuf,
-    client_cert: CertificateDer<'static>,
-    client_key: PrivateKeyDer<'static>,
-}
-
-impl Pki {
-    fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("twmon-http-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("temp dir");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca =
-            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
-        let issue = |name: &str| {
-            let key = KeyPair::generate().expect("key");
-            let cert = CertificateParams::new(vec![name.to_string()])
-                .expect("params")
-                .signed_by(&key, &ca)
-                .expect("sign");
-            (cert, key)
-        };
-        let (server, server_key) = issue("localhost");
-        let (client, client_key) = issue("scraper");
-        fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-        fs::write(dir.join("server.pem"), server.pem()).expect("write");
-        fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
-        Pki {
-            dir,
-            client_cert: client.der().clone(),
-            client_key: PrivateKeyDer::from_pem_slice(client_key.serialize_pem().as_bytes())
-                .expect("client key"),
-        }
-    }
-
-    /// Writes `yaml` as web.yml next to the PEM files; returns its path.
-    fn config(&self, yaml: &str) -> PathBuf {
-        let path = self.dir.join("web.yml");
-        fs::write(&path, yaml).expect("write config");
-        path
-    }
-
-    /// A rustls client trusting only this CA, with the client
-    /// certificate if `with_cert`.
-    fn client(&self, with_cert: bool) -> TlsConnector {
-        let mut roots = RootCertStore::empty();
-        let ca = fs::read(self.dir.join("ca.pem")).expect("ca");
-        roots
-            .add(CertificateDer::from_pem_slice(&ca).expect("ca pem"))
-            .expect("root");
-        let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots);
-        let config = if with_cert {
-            builder
-                .with_client_auth_cert(vec![self.client_cert.clone()], self.client_key.clone_key())
-                .expect("client cert")
-        } else {
-            builder.with_no_client_auth()
-        };
-        TlsConnector::from(Arc::new(config))
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+/// A rustls client trusting only `pki`'s CA, presenting its client
+/// certificate if `with_cert`.
+fn tls_client(pki: &Pki, with_cert: bool) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&read(&pki.path("ca.pem"))).expect("ca pem"))
+        .expect("root");
+    let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = if with_cert {
+        let cert = CertificateDer::from_pem_slice(&read(&pki.path("client.pem"))).expect("cert");
+        let key = PrivateKeyDer::from_pem_slice(&read(&pki.path("client.key"))).expect("key");
+        builder
+            .with_client_auth_cert(vec![cert], key)
+            .expect("client cert")
+    } else {
+        builder.with_no_client_auth()
+    };
+    TlsConnector::from(Arc::new(config))
 }
 
 /// Sends `request` over TLS; `None` if the handshake fails.
@@ -418,13 +370,8 @@ fn get_as(path: &str, user: &str, password: &str) -> Vec<u8> {
 }
 
 /// Relative file names, resolved against the config's directory.
-fn tls_and_auth_yaml(extra_tls: &str) -> String {
-    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
-    format!(
-        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n{extra_tls}\
-         basic_auth_users:\n  prometheus: '{hash}'\n\
-         http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
-    )
+fn tls_and_auth(extra_tls: &str) -> String {
+    tls_and_auth_yaml("prometheus", "s3cret", extra_tls)
 }
 
 async fn start_from_file(path: &Path) -> Server {
@@ -435,8 +382,8 @@ async fn start_from_file(path: &Path) -> Server {
 #[tokio::test]
 async fn https_with_basic_auth_serves_only_the_right_credentials() {
     let pki = Pki::new("auth");
-    let server = start_from_file(&pki.config(&tls_and_auth_yaml(""))).await;
-    let client = pki.client(false);
+    let server = start_from_file(&pki.config(&tls_and_auth(""))).await;
+    let client = tls_client(&pki, false);
 
     // The second time is answered from the remembered verification.
     for _ in 0..2 {
@@ -480,7 +427,7 @@ async fn https_with_basic_auth_serves_only_the_right_credentials() {
 #[tokio::test]
 async fn plain_http_on_the_https_port_is_refused_in_words() {
     let pki = Pki::new("plain");
-    let server = start_from_file(&pki.config(&tls_and_auth_yaml(""))).await;
+    let server = start_from_file(&pki.config(&tls_and_auth(""))).await;
     let response = exchange(server.addr, &get_as("/metrics", "prometheus", "s3cret")).await;
     assert!(
         response.starts_with("HTTP/1.0 400 Bad Request"),
@@ -494,16 +441,16 @@ async fn plain_http_on_the_https_port_is_refused_in_words() {
 async fn client_certificates_are_required_when_configured() {
     let pki = Pki::new("mtls");
     let extra = "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n";
-    let server = start_from_file(&pki.config(&tls_and_auth_yaml(extra))).await;
+    let server = start_from_file(&pki.config(&tls_and_auth(extra))).await;
     let request = get_as("/metrics", "prometheus", "s3cret");
-    let with_cert = tls_exchange(server.addr, &pki.client(true), &request).await;
+    let with_cert = tls_exchange(server.addr, &tls_client(&pki, true), &request).await;
     assert!(
         with_cert
             .as_deref()
             .is_some_and(|r| r.starts_with("HTTP/1.1 200 OK")),
         "{with_cert:?}"
     );
-    let without = tls_exchange(server.addr, &pki.client(false), &request).await;
+    let without = tls_exchange(server.addr, &tls_client(&pki, false), &request).await;
     assert!(
         without.as_deref().is_none_or(|r| !r.contains("200 OK")),
         "served without a client certificate: {without:?}"
@@ -536,7 +483,7 @@ fn daemon_refuses(config: &Path) -> String {
 #[test]
 fn broken_web_configs_are_one_line_errors_at_start() {
     let pki = Pki::new("broken");
-    fs::write(pki.dir.join("junk.pem"), "not a certificate\n").expect("write");
+    fs::write(pki.path("junk.pem"), "not a certificate\n").expect("write");
     let tls = "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
     let cases: &[(&str, &str)] = &[
         (
@@ -609,7 +556,7 @@ fn broken_web_configs_are_one_line_errors_at_start() {
         let stderr = daemon_refuses(&pki.config(yaml));
         assert!(stderr.contains(want), "{yaml:?}: want {want:?} in {stderr}");
     }
-    let stderr = daemon_refuses(&pki.dir.join("absent.yml"));
+    let stderr = daemon_refuses(&pki.path("absent.yml"));
     assert!(
         stderr.contains("cannot read the web config file") && stderr.contains("--web.config.file"),
         "{stderr}"
