@@ -562,3 +562,20 @@ fn broken_web_configs_are_one_line_errors_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_shipped_example_web_config_loads_once_filled_in() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/web-config.example.yml");
+    let text = fs::read_to_string(&example).expect("example");
+    let pki = Pki::new("example");
+    fs::copy(pki.path("server.pem"), pki.path("twmon.crt")).expect("copy");
+    fs::copy(pki.path("server.key"), pki.path("twmon.key")).expect("copy");
+    // As shipped, the placeholder refuses to start rather than lock no one out.
+    let stderr = daemon_refuses(&pki.config(&text));
+    assert!(stderr.contains("not a bcrypt hash"), "{stderr}");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    let filled = text.replace("REPLACE_WITH_A_BCRYPT_HASH", &format!("'{hash}'"));
+    let web = WebConfig::load(&pki.config(&filled)).expect("example with a hash");
+    assert!(web.tls.is_some() && web.auth.is_some());
+}
