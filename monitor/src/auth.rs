@@ -9,7 +9,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     str::FromStr as _,
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use anyhow::{Result, bail};
@@ -28,16 +28,24 @@ pub struct BasicAuth {
     verified: Mutex<HashMap<String, hmac::Tag>>,
     /// Random per process: the remembered tags are useless elsewhere.
     key: hmac::Key,
-    bcrypt_slot: Semaphore,
+    bcrypt_slot: Arc<Semaphore>,
 }
 
 impl BasicAuth {
     pub fn new(users: BTreeMap<String, String>) -> Result<BasicAuth> {
         for (user, hash) in &users {
-            if bcrypt::HashParts::from_str(hash).is_err() {
+            let Ok(parts) = bcrypt::HashParts::from_str(hash) else {
                 bail!(
                     "the password of {user:?} is not a bcrypt hash: make one with \
                      `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
+                );
+            };
+            // Each step doubles the time; by 14 a check outlasts a scrape
+            // timeout on small machines.
+            if parts.get_cost() > 13 {
+                log::warn!(
+                    "the bcrypt hash of {user:?} has cost {}: checks may take seconds; 10 is usual",
+                    parts.get_cost()
                 );
             }
         }
@@ -51,7 +59,7 @@ impl BasicAuth {
             decoy,
             verified: Mutex::new(HashMap::new()),
             key,
-            bcrypt_slot: Semaphore::new(1),
+            bcrypt_slot: Arc::new(Semaphore::new(1)),
         })
     }
 
@@ -67,14 +75,18 @@ impl BasicAuth {
             Some(hash) => (true, hash.clone()),
             None => (false, self.decoy.clone()),
         };
-        let Ok(_slot) = self.bcrypt_slot.acquire().await else {
+        let Ok(slot) = self.bcrypt_slot.clone().acquire_owned().await else {
             return false;
         };
         let checked = password.clone();
-        let matches =
-            tokio::task::spawn_blocking(move || bcrypt::verify(checked.as_bytes(), &hash))
-                .await
-                .is_ok_and(|verdict| verdict.unwrap_or(false));
+        // The slot goes with the check: a request that times out and drops
+        // this future does not free it while bcrypt still runs.
+        let matches = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            bcrypt::verify(checked.as_bytes(), &hash)
+        })
+        .await
+        .is_ok_and(|verdict| verdict.unwrap_or(false));
         let allowed = known && matches;
         if allowed {
             let tag = hmac::sign(&self.key, password.as_bytes());

@@ -33,8 +33,8 @@ use crate::{auth::BasicAuth, web_config::WebConfig};
 /// requests, small fast responses, a handful of scrapers.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections served at once; more wait in the kernel's accept queue
-    /// until one closes.
+    /// Connections served at once (at least 1); more wait in the kernel's
+    /// accept queue until one closes.
     pub max_connections: usize,
     /// Longest wait for a request's head (and the TLS handshake). hyper
     /// starts this clock whenever it waits for a head, so it also closes
