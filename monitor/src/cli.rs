@@ -159,6 +159,15 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
+    /// TLS and basic auth for the HTTP endpoint, in the web config format
+    /// Prometheus exporters share (see deploy/prometheus/web-config.example.yml).
+    #[arg(
+        long = "web.config.file",
+        visible_alias = "web-config-file",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
+
     /// Watch only this network namespace: a name under /run/netns, or a
     /// namespace file such as /run/netns/NAME or /proc/PID/ns/net.
     /// Default: every namespace on the host.
@@ -257,6 +266,21 @@ mod tests {
         assert_eq!(args.listen.port(), 9877);
         assert_eq!(args.probes.probes, ProbeMode::Auto);
         assert_eq!(args.snapshot_interval, Duration::from_secs(5));
+        assert_eq!(args.web_config_file, None);
+    }
+
+    #[test]
+    fn web_config_flag_has_the_exporter_name_and_an_alias() {
+        for flag in ["--web.config.file", "--web-config-file"] {
+            let cli = Cli::try_parse_from(["twmon", "run", flag, "/etc/twmon/web.yml"]).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("not run")
+            };
+            assert_eq!(
+                args.web_config_file.as_deref(),
+                Some(std::path::Path::new("/etc/twmon/web.yml"))
+            );
+        }
     }
 }
 

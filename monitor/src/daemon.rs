@@ -29,6 +29,7 @@ use crate::{
     record::{Meta, Writer},
     state::State,
     table::{self, SnapshotRound},
+    web_config::WebConfig,
 };
 
 /// State shared between the event loop, the snapshot loop and requests.
@@ -98,6 +99,12 @@ enum Scope {
 }
 
 pub fn run(args: RunArgs, record: Option<&Path>) -> Result<()> {
+    // First of all: a config that cannot be honoured must stop us before
+    // anything listens, never leave a plain or open port behind.
+    let web = match &args.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
     // Created before anything is loaded: a path that cannot be written is
     // a mistake to report at once, not after the probes are up.
     let recording = match record {
@@ -112,7 +119,7 @@ pub fn run(args: RunArgs, record: Option<&Path>) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(run_async(args, recording));
+    let result = runtime.block_on(run_async(args, web, recording));
     // Leaves any in-flight sock_diag dump behind instead of waiting on it.
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
@@ -121,7 +128,11 @@ pub fn run(args: RunArgs, record: Option<&Path>) -> Result<()> {
 /// A recording being written.
 type Recorder = Writer<BufWriter<File>>;
 
-async fn run_async(args: RunArgs, recording: Option<BufWriter<File>>) -> Result<()> {
+async fn run_async(
+    args: RunArgs,
+    web: WebConfig,
+    recording: Option<BufWriter<File>>,
+) -> Result<()> {
     let scope = match &args.netns {
         Some(arg) => Scope::One(netns::resolve(arg)?),
         None => Scope::All,
@@ -216,8 +227,14 @@ async fn run_async(args: RunArgs, recording: Option<BufWriter<File>>) -> Result<
         Scope::All => log::info!("watching all network namespaces"),
     }
     log::info!(
-        "serving metrics on http://{}/metrics",
-        listener.local_addr()?
+        "serving metrics on {}://{}/metrics{}",
+        web.scheme(),
+        listener.local_addr()?,
+        if web.auth.is_some() {
+            " (basic auth required)"
+        } else {
+            ""
+        }
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -232,7 +249,7 @@ async fn run_async(args: RunArgs, recording: Option<BufWriter<File>>) -> Result<
         rounds_tx,
     ));
     let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(http::serve(listener, shared.clone(), async move {
+    let mut server = tokio::spawn(http::serve(listener, shared.clone(), web, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     }));
 
@@ -243,9 +260,14 @@ async fn run_async(args: RunArgs, recording: Option<BufWriter<File>>) -> Result<
         _ = sigint.recv() => { log::info!("SIGINT: shutting down"); Ok(()) }
         r = events => flatten(r, "event reader"),
         r = snapshots => flatten(r, "snapshot loop"),
-        r = server => flatten(r, "HTTP server"),
+        r = &mut server => flatten(r, "HTTP server"),
     };
     let _ = stop_tx.send(true);
+    // Scrapes in flight get the server's short grace; idle connections
+    // close at once, so a normal shutdown does not wait.
+    if !server.is_finished() {
+        let _ = server.await;
+    }
     // Programs detach when the last owner of the maps and links drops,
     // which happens as this function and its tasks unwind.
     outcome

@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use crate::{
     api,
     metrics::{self, CONTENT_TYPE, Scrape},
+    server::{self, Limits},
     table::{Filter, Order},
+    web_config::WebConfig,
 };
 
 /// What requests read: a live daemon, or a replayed recording.
@@ -122,14 +124,15 @@ async fn summary_handler(State(source): State<Shared>, Query(params): Params) ->
     Json(doc).into_response()
 }
 
-/// Serves until `shutdown` completes.
+/// Serves until `shutdown` completes, as `web` asks and within the
+/// default [`Limits`].
 pub async fn serve(
     listener: TcpListener,
     source: Shared,
+    web: WebConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router(source))
-        .with_graceful_shutdown(shutdown)
+    server::serve(listener, router(source), web, Limits::default(), shutdown)
         .await
         .context("HTTP server failed")
 }

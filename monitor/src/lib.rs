@@ -8,6 +8,7 @@
 //! [`replay`].
 
 pub mod api;
+pub mod auth;
 pub mod caps;
 pub mod check;
 pub mod cli;
@@ -23,11 +24,13 @@ pub mod netns;
 pub mod probes;
 pub mod record;
 pub mod replay;
+pub mod server;
 pub mod state;
 pub mod stats;
 pub mod table;
 pub mod top;
 pub mod tracefs;
+pub mod web_config;
 
 /// Release of the running kernel (`uname -r`), empty if unreadable.
 pub fn kernel_release() -> String {

@@ -19,6 +19,7 @@ use crate::{
     record::{Frame, Meta, Reader},
     state::State,
     table::{Config, Filter, Order},
+    web_config::WebConfig,
 };
 
 /// Replays the file at `path` into a fresh state. A damaged or cut file
@@ -120,7 +121,8 @@ fn serve(shared: Arc<Shared>, listen: std::net::SocketAddr) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}: pick another with --listen"))?;
         log::info!("serving the replayed table on http://{listen}/metrics");
-        http::serve(listener, shared, async {
+        // A replay is a local debugging aid: plain HTTP, default limits.
+        http::serve(listener, shared, WebConfig::default(), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

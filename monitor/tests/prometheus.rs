@@ -14,6 +14,10 @@ use std::{
 
 use testkit::{Daemon, TestNetns, client_closes_first, require_root, sample, try_http_get};
 
+mod common;
+
+use common::{Pki, tls_and_auth_yaml};
+
 const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
 
 fn deploy() -> PathBuf {
@@ -84,19 +88,28 @@ struct Prometheus {
 }
 
 impl Prometheus {
+    /// Scraping `target` plainly as job twmon, with the shipped rules.
     fn start(target: SocketAddr) -> Prometheus {
+        Prometheus::start_with(
+            "plain",
+            &format!("  - job_name: twmon\n    static_configs:\n      - targets: ['{target}']\n"),
+        )
+    }
+
+    /// `jobs` are entries of scrape_configs; `tag` names the data dir.
+    fn start_with(tag: &str, jobs: &str) -> Prometheus {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let dir = std::env::temp_dir().join(format!("twmon-prom-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("twmon-prom-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("temp dir");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {rules}\n\
-             scrape_configs:\n  - job_name: twmon\n    static_configs:\n      - targets: ['{target}']\n",
+             scrape_configs:\n{jobs}",
             rules = deploy().join("prometheus/twmon-alerts.yml").display()
         );
         fs::write(dir.join("prometheus.yml"), config).expect("config");
@@ -231,6 +244,55 @@ fn a_real_prometheus_scrapes_real_numbers() {
     assert!(
         scraped > 0.0 && scraped <= direct,
         "scraped {scraped}, now {direct}"
+    );
+
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+}
+
+#[test]
+#[ignore = "needs root and Debian's prometheus: run `cargo xtask test`"]
+fn a_real_prometheus_scrapes_over_https_with_basic_auth() {
+    require_root();
+    let pki = Pki::new("prom");
+    let config = pki.config(&tls_and_auth_yaml("prometheus", "s3cret", ""));
+    let daemon = Daemon::start(
+        Path::new(TWMON),
+        &[
+            "--web.config.file",
+            config.to_str().expect("utf-8 path"),
+            "--snapshot-interval",
+            "200ms",
+        ],
+    );
+    let job = |name: &str, password: &str| {
+        [
+            format!("  - job_name: {name}"),
+            "    scheme: https".into(),
+            "    tls_config:".into(),
+            format!("      ca_file: {}", pki.path("ca.pem").display()),
+            "    basic_auth:".into(),
+            "      username: prometheus".into(),
+            format!("      password: {password}"),
+            "    static_configs:".into(),
+            format!("      - targets: ['{}']\n", daemon.addr),
+        ]
+        .join("\n")
+    };
+    let prom = Prometheus::start_with(
+        "https",
+        &format!("{}{}", job("twmon", "s3cret"), job("intruder", "guess")),
+    );
+    prom.wait_for(r#"up{job="twmon"}"#, |v| v == 1.0);
+    prom.wait_for(r#"twmon_build_info{job="twmon"}"#, |v| v == 1.0);
+    // The same target with a wrong password is scraped and refused.
+    prom.wait_for(r#"up{job="intruder"}"#, |v| v == 0.0);
+    assert_eq!(prom.query(r#"twmon_build_info{job="intruder"}"#), None);
+    // Plain HTTP gets nothing from the HTTPS port.
+    let plain = try_http_get(daemon.addr, "/metrics").map(|(status, _, _)| status);
+    assert!(
+        plain.as_deref().is_ok_and(|s| s.contains("400")),
+        "{plain:?}"
     );
 
     let (status, _) = daemon.terminate();

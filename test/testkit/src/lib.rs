@@ -181,12 +181,11 @@ impl Daemon {
                 }
             };
             eprintln!("twmon: {line}");
-            if let Some(rest) = line.split("serving metrics on http://").nth(1) {
-                let addr = rest
-                    .trim_end_matches("/metrics")
-                    .trim()
-                    .parse()
-                    .expect("address");
+            // "serving metrics on http[s]://ADDR/metrics[ (basic auth required)]"
+            if let Some(rest) = line.split("serving metrics on ").nth(1) {
+                let (_, url) = rest.split_once("://").expect("a URL");
+                let (addr, _) = url.split_once("/metrics").expect("a /metrics URL");
+                let addr = addr.parse().expect("address");
                 return Daemon {
                     child,
                     addr,
