@@ -16,10 +16,10 @@ use axum::{Router, routing::get};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use monitor::{
     http::{Source, router},
-    state::State,
-    table::Config,
     metrics::Scrape,
     server::{self, Limits},
+    state::State,
+    table::Config,
     web_config::WebConfig,
 };
 use tokio::{
@@ -56,7 +56,9 @@ impl Source for Fixed {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn now_ns(&self) -> u64 {

@@ -175,7 +175,9 @@ pub struct Pressure {
     pub local: IpAddr,
     pub remote: IpAddr,
     pub remote_port: u16,
-    /// Four-tuples in any state, TIME_WAIT included.
+    /// Ports taken toward it: four-tuples in any state (TIME_WAIT
+    /// included), plus ports of the range held by listeners, which no
+    /// connect() may use.
     pub in_use: u64,
     /// Of which in TIME_WAIT (or its FIN_WAIT2 substate).
     pub in_timewait: u64,
@@ -947,10 +949,20 @@ fn top<K, L: Ord + Clone + std::hash::Hash>(
 }
 
 /// Ephemeral four-tuples per (local address, destination) in one snapshot.
+///
+/// A port in the range that a listener holds is lost to every destination:
+/// connect()'s port search skips ports bound with bind() (their bind
+/// bucket allows no reuse by connect), so those count as in use too.
 fn pressure_of(snap: &NetnsSnapshot) -> Vec<Pressure> {
     let Some(range) = snap.knobs.port_range_size() else {
         return Vec::new();
     };
+    let reserved: std::collections::HashSet<u16> = snap
+        .sockets
+        .iter()
+        .filter(|s| s.state == TcpState::Listen && snap.knobs.is_ephemeral(s.tuple.sport))
+        .map(|s| s.tuple.sport)
+        .collect();
     let mut groups: HashMap<(IpAddr, IpAddr, u16), (u64, u64)> = HashMap::new();
     for sock in &snap.sockets {
         let t = &sock.tuple;
@@ -974,7 +986,7 @@ fn pressure_of(snap: &NetnsSnapshot) -> Vec<Pressure> {
                 local,
                 remote,
                 remote_port,
-                in_use,
+                in_use: in_use + reserved.len() as u64,
                 in_timewait,
                 range,
             },

@@ -542,6 +542,17 @@ fn port_pressure_counts_ephemeral_tuples_per_destination() {
     let mut table = Table::new(Config::default());
     table.reconcile(&round);
     let p = table.summary(20, false).pressure;
+    assert_eq!((p[0].in_use, p[0].ratio()), (4, 1.0));
+    // A listener on a port of the range takes it from every destination.
+    let ns = &mut round.namespaces[0];
+    ns.sockets.remove(0);
+    let mut listener = sock(40000, TcpState::Listen, false);
+    listener.tuple.daddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    listener.tuple.dport = 0;
+    ns.sockets.push(listener);
+    let mut table = Table::new(Config::default());
+    table.reconcile(&round);
+    let p = table.summary(20, false).pressure;
     assert_eq!(p.len(), 1);
     assert_eq!((p[0].in_use, p[0].in_timewait, p[0].range), (4, 2, 4));
     assert_eq!(p[0].ratio(), 1.0);
