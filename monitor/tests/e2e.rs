@@ -28,6 +28,9 @@ fn effective_caps(daemon: &Daemon) -> u64 {
         .expect("CapEff line")
 }
 
+const TW_V4: &str = r#"family="ipv4",substate="TIME_WAIT""#;
+const TW_V6: &str = r#"family="ipv6",substate="TIME_WAIT""#;
+
 /// Connections per address family.
 const N: u64 = 100;
 const SNAPSHOT_MS: u64 = 200;
@@ -49,10 +52,7 @@ fn timewait_population_and_transitions_match_the_kernel() {
 
     // Nothing has happened in the namespace yet, whatever the host does.
     let before = daemon.metrics();
-    assert_eq!(
-        sample(&before, "twmon_timewait_sockets", r#"family="ipv4""#),
-        Some(0.0)
-    );
+    assert_eq!(sample(&before, "twmon_timewait_sockets", TW_V4), Some(0.0));
     assert_eq!(
         sample(&before, "twmon_events_total", ""),
         Some(0.0),
@@ -64,9 +64,10 @@ fn timewait_population_and_transitions_match_the_kernel() {
         client_closes_first(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)), N);
     });
 
-    // Every connection makes 10 transitions (5 per side) and each listener
-    // 2; each one is either received or counted lost by the kernel.
-    let expected_events = (2 * N * 10 + 2 * 2) as f64;
+    // Every connection makes 10 transitions (5 per side) and one CLOSER
+    // record (who closed first), and each listener 2 transitions; each one
+    // is either received or counted lost by the kernel.
+    let expected_events = (2 * N * 11 + 2 * 2) as f64;
     let deadline = Instant::now() + Duration::from_secs(20);
     let settled = |text: &str| {
         let events = sample(text, "twmon_events_total", "").unwrap_or(0.0);
@@ -106,13 +107,36 @@ fn timewait_population_and_transitions_match_the_kernel() {
     let netstat = ns.netstat();
 
     assert_eq!(
-        sample(&text, "twmon_timewait_sockets", r#"family="ipv4""#),
+        sample(&text, "twmon_timewait_sockets", TW_V4),
         Some(ss_v4 as f64),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "twmon_timewait_sockets", r#"family="ipv6""#),
+        sample(&text, "twmon_timewait_sockets", TW_V6),
         Some(ss_v6 as f64),
+        "{text}"
+    );
+    // Births derived from transitions and confirmed by snapshots: every
+    // socket ss lists, plus any an RST killed after its confirmation.
+    let entered = |labels| sample(&text, "twmon_timewait_entered_total", labels).unwrap_or(-1.0);
+    assert!(
+        entered(TW_V4) >= ss_v4 as f64 && entered(TW_V4) <= N as f64,
+        "{text}"
+    );
+    assert!(
+        entered(TW_V6) >= ss_v6 as f64 && entered(TW_V6) <= N as f64,
+        "{text}"
+    );
+    // Every one was closed by this test's thread (a new thread starts with
+    // its creator's comm, which libtest sets to the test's name).
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").expect("own comm");
+    assert_eq!(
+        sample(
+            &text,
+            "twmon_timewait_sockets_by_process",
+            &format!(r#"comm="{}""#, comm.trim())
+        ),
+        Some((ss_v4 + ss_v6) as f64),
         "{text}"
     );
     // Every connection left a TIME_WAIT socket, except those an RST killed

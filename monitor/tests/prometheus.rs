@@ -229,9 +229,10 @@ fn a_real_prometheus_scrapes_real_numbers() {
     );
     assert_eq!(closes, N as f64);
     let (v4, _) = ns.ss_timewait();
-    let population = prom.wait_for(r#"twmon_timewait_sockets{family="ipv4"}"#, |v| {
-        v == v4 as f64
-    });
+    let population = prom.wait_for(
+        r#"twmon_timewait_sockets{family="ipv4",substate="TIME_WAIT"}"#,
+        |v| v == v4 as f64,
+    );
     assert_eq!(population, v4 as f64);
     assert_eq!(prom.query("twmon_events_lost_total"), Some(0.0));
     // The rules loaded and nothing fires on a healthy twmon.

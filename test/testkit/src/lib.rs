@@ -518,6 +518,46 @@ pub fn syn_into_server_timewait(listen: SocketAddr) -> bool {
     false
 }
 
+/// The textbook hazard from the client side: a client bound to a fixed
+/// local port (SO_REUSEADDR) closes first, so that port's four-tuple to
+/// the server sits in TIME_WAIT on the client, and connects again from the
+/// same port to the same server. With TCP timestamps the kernel lets the
+/// new connection take the four-tuple over (TcpExt.TWRecycled); without,
+/// connect() fails with EADDRNOTAVAIL. Returns the second connect's result
+/// and the client address used.
+pub fn reconnect_from_same_port(listen: SocketAddr) -> (std::io::Result<()>, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let listener = TcpListener::bind(listen).expect("bind listener");
+    let server = listener.local_addr().expect("listener address");
+    let client_socket = |local: SocketAddr| {
+        let s = Socket::new(Domain::for_address(local), Type::STREAM, None).expect("socket");
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        s.bind(&local.into()).expect("bind client");
+        s
+    };
+    let first = client_socket(SocketAddr::new(listen.ip(), 0));
+    first.connect(&server.into()).expect("first connect");
+    let client_addr = first
+        .local_addr()
+        .expect("client address")
+        .as_socket()
+        .expect("inet address");
+    let (mut conn, _) = listener.accept().expect("accept first");
+    drop(first); // the client closes first and keeps the TIME_WAIT
+    let mut buf = [0u8; 16];
+    while conn.read(&mut buf).expect("read EOF") > 0 {}
+    drop(conn);
+    // Let the server's FIN reach the client (FIN_WAIT2 -> TIME_WAIT) and
+    // the millisecond timestamp clock move on.
+    thread::sleep(Duration::from_millis(50));
+    let second = client_socket(client_addr);
+    let result = second.connect(&server.into());
+    if result.is_ok() {
+        let (_conn, _) = listener.accept().expect("accept second");
+    }
+    (result, client_addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,7 +189,7 @@ fn client_close_transitions(ctx: &Ctx) {
         let got = sample(
             &text,
             "twmon_timewait_sockets",
-            &format!(r#"family="{family}""#),
+            &format!(r#"family="{family}",substate="TIME_WAIT""#),
         );
         assert_eq!(got, Some(k as f64), "{family} population");
     }

@@ -1,0 +1,162 @@
+//! The hazards TIME_WAIT guards against, reproduced on purpose on this
+//! machine's kernel, and what the four-tuple table makes of them: the
+//! collisions, the port pressure, and populations that agree with `ss`.
+//! On this host's kernel probes cannot attach, so these check what the
+//! tracepoint-only mode promises (collisions derived from transitions);
+//! `cargo xtask vm-test` checks the probe modes.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+};
+
+use testkit::{Daemon, TestNetns, require_root, sample};
+
+const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
+
+fn start(ns: &TestNetns) -> Daemon {
+    Daemon::start(
+        Path::new(TWMON),
+        &["--netns", &ns.path(), "--snapshot-interval", "200ms"],
+    )
+}
+
+fn collisions(text: &str, kind: &str) -> f64 {
+    sample(
+        text,
+        "twmon_fourtuple_collisions_total",
+        &format!(r#"kind="{kind}""#),
+    )
+    .unwrap_or(-1.0)
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+/// twmon's TIME_WAIT population against ss, once a snapshot has run after
+/// the sockets settled.
+fn population_matches_ss(daemon: &Daemon, ns: &TestNetns) {
+    let (v4, v6) = ns.ss_timewait();
+    let want = format!("{}", v4);
+    let text = daemon.wait_for(&format!("population {want} as ss says"), |t| {
+        sample(
+            t,
+            "twmon_timewait_sockets",
+            r#"family="ipv4",substate="TIME_WAIT""#,
+        ) == Some(v4 as f64)
+    });
+    assert_eq!(
+        sample(
+            &text,
+            "twmon_timewait_sockets",
+            r#"family="ipv6",substate="TIME_WAIT""#
+        ),
+        Some(v6 as f64),
+        "{text}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn syn_into_server_timewait_is_a_collision() {
+    require_root();
+    let ns = TestNetns::new("hz-syn");
+    let daemon = start(&ns);
+    let established = ns.run_inside(|| testkit::syn_into_server_timewait(loopback()));
+    assert!(established, "the kernel refused the SYN into TIME_WAIT");
+    let text = daemon.wait_for("syn_in_timewait counted", |t| {
+        collisions(t, "syn_in_timewait") >= 1.0
+    });
+    assert_eq!(collisions(&text, "syn_in_timewait"), 1.0, "{text}");
+    assert_eq!(collisions(&text, "connect_reuse"), 0.0, "{text}");
+    // The server's TIME_WAIT ended by the SYN, not by its timer.
+    assert_eq!(
+        sample(
+            &text,
+            "twmon_timewait_exited_total",
+            r#"cause="reused_by_syn""#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    population_matches_ss(&daemon, &ns);
+}
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn reconnect_from_the_same_port_with_timestamps_is_connect_reuse() {
+    require_root();
+    let ns = TestNetns::new("hz-reuse");
+    ns.sysctl("net.ipv4.tcp_timestamps", "1");
+    let daemon = start(&ns);
+    let before = ns.netstat();
+    let (result, client) = ns.run_inside(|| testkit::reconnect_from_same_port(loopback()));
+    result.unwrap_or_else(|e| panic!("reconnect from {client} refused: {e}"));
+    let after = ns.netstat();
+    let recycled = |m: &std::collections::BTreeMap<String, u64>| {
+        m.get("TcpExt.TWRecycled").copied().unwrap_or(0)
+    };
+    let kernel = recycled(&after) - recycled(&before);
+    assert_eq!(kernel, 1, "TWRecycled {before:?} -> {after:?}");
+    let text = daemon.wait_for("connect_reuse counted", |t| {
+        collisions(t, "connect_reuse") >= 1.0
+    });
+    assert_eq!(collisions(&text, "connect_reuse"), kernel as f64, "{text}");
+    assert_eq!(collisions(&text, "eaddrnotavail"), 0.0, "{text}");
+    population_matches_ss(&daemon, &ns);
+}
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn reconnect_from_the_same_port_without_timestamps_fails_and_is_counted() {
+    require_root();
+    let ns = TestNetns::new("hz-eaddr");
+    ns.sysctl("net.ipv4.tcp_timestamps", "0");
+    let daemon = start(&ns);
+    let (result, client) = ns.run_inside(|| testkit::reconnect_from_same_port(loopback()));
+    let err = result.expect_err("the kernel let the four-tuple be reused without timestamps");
+    assert_eq!(err.raw_os_error(), Some(99), "{client}: {err}");
+    let text = daemon.wait_for("eaddrnotavail counted", |t| {
+        collisions(t, "eaddrnotavail") >= 1.0
+    });
+    assert_eq!(collisions(&text, "eaddrnotavail"), 1.0, "{text}");
+    assert_eq!(collisions(&text, "connect_reuse"), 0.0, "{text}");
+    // The old incarnation is still there, protected.
+    population_matches_ss(&daemon, &ns);
+    assert!(ns.ss_timewait().0 >= 1);
+}
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn a_tiny_port_range_fills_up_toward_one_destination() {
+    require_root();
+    let ns = TestNetns::new("hz-range");
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40003");
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let daemon = start(&ns);
+    // The server listens outside the range, so all four ports are the
+    // client's to lose (a listener inside it would hold one itself).
+    let server = SocketAddr::from((Ipv4Addr::LOCALHOST, 8080));
+    let (made, failed) = ns.run_inside(move || testkit::exhaust_ports(server, 2));
+    assert!(made == 4 && failed == 2, "made {made}, failed {failed}");
+    let text = daemon.wait_for("pressure at the full range", |t| {
+        t.lines()
+            .any(|l| l.starts_with("twmon_ephemeral_port_pressure_ratio{") && l.ends_with(" 1"))
+    });
+    assert_eq!(
+        sample(&text, "twmon_ephemeral_port_range_size", ""),
+        Some(4.0),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("twmon_ephemeral_ports_in_use{"))
+        .unwrap_or_else(|| panic!("no ports_in_use series:\n{text}"));
+    assert!(
+        line.contains(r#"local_addr="127.0.0.1",remote_addr="127.0.0.1""#) && line.ends_with(" 4"),
+        "{line}"
+    );
+    assert_eq!(collisions(&text, "eaddrnotavail"), failed as f64, "{text}");
+    population_matches_ss(&daemon, &ns);
+}
