@@ -26,6 +26,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // promtool and a real Prometheus for the exporter tests.
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
+    // A C compiler for the musl target: ring (TLS) builds C and assembly
+    // for the static guest binary of the QEMU tests.
+    ("x86_64-linux-musl-gcc", "musl-tools"),
+    // `twmon top` is tested in a real terminal.
+    ("tmux", "tmux"),
 ];
 
 pub fn run() -> Result<()> {
