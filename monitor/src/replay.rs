@@ -120,7 +120,12 @@ fn serve(shared: Arc<Shared>, listen: std::net::SocketAddr) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}: pick another with --listen"))?;
-        log::info!("serving the replayed table on http://{listen}/metrics");
+        // Said on stderr, not logged: replay logs only warnings by default,
+        // and with port 0 the port is known only now.
+        let bound = listener.local_addr().unwrap_or(listen);
+        eprintln!(
+            "twmon: serving metrics on http://{bound}/metrics and /api/v1 from the recording"
+        );
         // A replay is a local debugging aid: plain HTTP, default limits.
         http::serve(listener, shared, WebConfig::default(), async {
             let _ = tokio::signal::ctrl_c().await;
