@@ -20,6 +20,9 @@ pub fn run(args: &TopArgs) -> Result<()> {
     runtime.block_on(async {
         let mut previous: Option<SummaryDoc> = None;
         let mut tick = tokio::time::interval(args.interval);
+        // A daemon that hangs (up to 15 s per request) must not leave a
+        // burst of back-to-back refreshes behind it.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let summary = get_json::<SummaryDoc>(&args.url, "/api/v1/summary?top=8").await;
@@ -104,7 +107,7 @@ pub fn render(s: &SummaryDoc, previous: Option<&SummaryDoc>, c: &CollisionsDoc) 
 
     let _ = writeln!(
         out,
-        "\nTOP REMOTES                                 TOP CLOSING PROCESSES"
+        "\nTOP REMOTES                                  TOP CLOSING PROCESSES"
     );
     for i in 0..s.by_remote.len().max(s.by_process.len()) {
         let remote = s
@@ -203,6 +206,13 @@ mod tests {
             text.contains("syn_in_timewait  10.0.0.1:80 -> 10.0.0.2:5555  (derived)"),
             "{text}"
         );
+        // The process column lines up under its heading.
+        let column = |needle: &str| {
+            text.lines()
+                .find_map(|l| l.find(needle))
+                .unwrap_or_else(|| panic!("{needle} missing: {text}"))
+        };
+        assert_eq!(column("TOP CLOSING PROCESSES"), column("curl"), "{text}");
         // First frame: no rates yet.
         let first = render(&summary(10.0, 10), None, &collisions);
         assert!(first.contains("born -"), "{first}");
