@@ -45,6 +45,30 @@ impl Scrape {
             .stats
             .transitions
             .insert((TcpState::FinWait2, TcpState::Close), 1);
+        // One of each breakdown, so every table series has a sample.
+        let addr = std::net::IpAddr::from([192, 0, 2, 1]);
+        let t = &mut scrape.table;
+        t.by_remote = vec![((0, addr, 443), 1)];
+        t.by_local_port = vec![((0, 40000), 1)];
+        t.by_process = vec![((0, "curl".into()), 1)];
+        t.pressure = vec![crate::table::Pressure {
+            netns: 0,
+            local: addr,
+            remote: addr,
+            remote_port: 443,
+            in_use: 1,
+            in_timewait: 1,
+            range: 28232,
+        }];
+        t.knobs.insert(
+            0,
+            crate::table::Knobs {
+                max_tw_buckets: Some(262144),
+                tw_reuse: Some(2),
+                port_range: Some((32768, 60999)),
+                fin_timeout_s: Some(60),
+            },
+        );
         scrape.hooks = crate::probes::all_hook_names()
             .into_iter()
             .map(|hook| HookStatus {
@@ -56,7 +80,7 @@ impl Scrape {
         scrape
     }
 
-    fn attached(&self, hook: &str) -> bool {
+    pub(crate) fn attached(&self, hook: &str) -> bool {
         self.hooks
             .iter()
             .any(|h| h.hook == hook && h.method.is_some())

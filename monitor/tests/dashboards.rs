@@ -8,9 +8,11 @@ use monitor::metrics::{Scrape, encode};
 fn exported_names() -> BTreeSet<String> {
     let scrape = Scrape::showing_everything();
     let text = encode(&scrape).expect("encoding");
+    // Sample names, not family names: a histogram is queried by its
+    // _bucket, _sum and _count series.
     text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_string)
         .collect()
 }

@@ -18,7 +18,14 @@ fn exported() -> BTreeMap<String, (String, Vec<String>)> {
             };
             out.insert(name.to_string(), (kind.to_string(), Vec::new()));
         } else if !line.starts_with('#') && !line.is_empty() {
-            let name = line.split(['{', ' ']).next().unwrap_or("");
+            let sample_name = line.split(['{', ' ']).next().unwrap_or("");
+            // A histogram's samples are NAME_bucket (with `le`), _sum and
+            // _count; its labels are those of its buckets without `le`.
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| sample_name.strip_suffix(suffix))
+                .find(|base| out.get(*base).is_some_and(|(k, _)| k == "histogram"))
+                .unwrap_or(sample_name);
             let labels: Vec<String> = line
                 .split_once('{')
                 .and_then(|(_, rest)| rest.split_once('}'))
@@ -26,6 +33,7 @@ fn exported() -> BTreeMap<String, (String, Vec<String>)> {
                     labels
                         .split(',')
                         .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()))
+                        .filter(|k| k != "le")
                         .collect()
                 })
                 .unwrap_or_default();
