@@ -171,11 +171,6 @@ async fn index() -> Html<&'static str> {
         "<li><a href=\"/api/v1/collisions\">/api/v1/collisions</a>: recent four-tuple ",
         "collisions (?limit=)</li>",
         "<li><a href=\"/api/v1/summary\">/api/v1/summary</a>: what twmon top shows</li>",
-        "<li><a href=\"/api/v1/timewait\">/api/v1/timewait</a>: the TIME_WAIT table \
-         (?limit=&amp;remote=&amp;port=&amp;process=&amp;sort=)</li>",
-        "<li><a href=\"/api/v1/collisions\">/api/v1/collisions</a>: recent four-tuple \
-         collisions (?limit=)</li>",
-        "<li><a href=\"/api/v1/summary\">/api/v1/summary</a>: what twmon top shows</li>",
         "</ul></body></html>\n"
     ))
 }

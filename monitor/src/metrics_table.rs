@@ -99,6 +99,10 @@ pub fn register(registry: &Registry, scrape: &Scrape) -> Result<()> {
         &["kind"],
     )?;
     for kind in CollisionKind::ALL {
+        // A zero would claim "none happened" where nothing could see them.
+        if kind == CollisionKind::Eaddrnotavail && !scrape.attached("connect_eaddrnotavail") {
+            continue;
+        }
         let n = t.collisions.get(&kind).copied().unwrap_or(0);
         collisions.with_label_values(&[kind.label()]).inc_by(n);
     }
@@ -182,9 +186,9 @@ fn register_pressure(registry: &Registry, t: &Summary, per: bool) -> Result<()> 
     let labels = ["local_addr", "remote_addr", "remote_port"];
     let in_use = gauge_vec(
         "twmon_ephemeral_ports_in_use",
-        "Four-tuples from an ephemeral local port toward one destination, in any state \
-         (TIME_WAIT included), as of the last sock_diag snapshot: the top K destinations by \
-         pressure.",
+        "Ports of ip_local_port_range taken toward one destination: four-tuples from an \
+         ephemeral local port in any state (TIME_WAIT included) plus range ports held by \
+         listeners, as of the last sock_diag snapshot; the top K destinations by pressure.",
         per,
         &labels,
     )?;
@@ -202,7 +206,14 @@ fn register_pressure(registry: &Registry, t: &Summary, per: bool) -> Result<()> 
         ),
         &names(per, &labels),
     )?;
+    // Without a netns label two namespaces can share a label set
+    // (loopback in containers); the list is sorted by pressure, so the
+    // first one seen is the one to show.
+    let mut seen = std::collections::HashSet::new();
     for p in &t.pressure {
+        if !seen.insert((p.netns, p.local, p.remote, p.remote_port)) {
+            continue;
+        }
         let l = [
             p.local.to_string(),
             p.remote.to_string(),

@@ -107,7 +107,14 @@ impl<W: Write> Writer<W> {
     }
 }
 
+/// A frame's length, refused when the reader would refuse it: a file
+/// that cannot be replayed is not worth writing.
 fn len32(n: usize) -> io::Result<u32> {
+    if n > MAX_FRAME {
+        return Err(io::Error::other(format!(
+            "a frame of {n} bytes is more than a recording may hold ({MAX_FRAME})"
+        )));
+    }
     u32::try_from(n).map_err(|_| io::Error::other("frame larger than 4 GiB"))
 }
 
@@ -137,9 +144,10 @@ impl<R: Read> Reader<R> {
             return Err(RecordError::Meta(format!("{meta_len} bytes long")));
         }
         let mut json = vec![0u8; meta_len];
-        input
-            .read_exact(&mut json)
-            .map_err(|_| RecordError::Truncated(16))?;
+        input.read_exact(&mut json).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => RecordError::Truncated(16),
+            _ => RecordError::Io(e),
+        })?;
         let meta = serde_json::from_slice(&json).map_err(|e| RecordError::Meta(e.to_string()))?;
         Ok(Reader {
             input,

@@ -550,6 +550,10 @@ fn port_pressure_counts_ephemeral_tuples_per_destination() {
     listener.tuple.daddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
     listener.tuple.dport = 0;
     ns.sockets.push(listener);
+    // What that listener accepted is the server side, not connect()s.
+    let mut accepted = sock(40000, TcpState::Established, false);
+    accepted.tuple.daddr = ip(3);
+    ns.sockets.push(accepted);
     let mut table = Table::new(Config::default());
     table.reconcile(&round);
     let p = table.summary(20, false).pressure;
