@@ -180,7 +180,7 @@ pub struct RunArgs {
     pub snapshot_interval: Duration,
 
     /// Most timewait sockets tracked one by one; beyond, the oldest are
-    /// dropped and counted (about 200 bytes each, see docs/metrics.md).
+    /// dropped and counted (about 330 bytes each, measured: see docs/metrics.md).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub table_capacity: u64,
 
