@@ -67,6 +67,7 @@ const SCENARIOS: &[(&str, Scenario, &[&str])] = &[
     ("syn_in_timewait", syn_in_timewait, &["fentry", "kprobe"]),
     ("timewait_expiry", timewait_expiry, &["fentry", "kprobe"]),
     ("connect_reuse", connect_reuse, &["fentry", "kprobe"]),
+    ("bound_port_reuse", bound_port_reuse, &["fentry", "kprobe"]),
     (
         "port_exhaustion",
         port_exhaustion,
@@ -233,6 +234,17 @@ fn timewait_births(ctx: &Ctx) {
         sample(&text, "twmon_timewait_overflow_total", ""),
         Some(0.0)
     );
+    // Attribution: every timewait socket still in the table was closed by
+    // the workload's thread, whose comm a new thread inherits.
+    let comm = ctx.inside(|| fs::read_to_string("/proc/thread-self/comm").unwrap_or_default());
+    let entries = sample(&text, "twmon_table_entries", "").unwrap_or(-1.0);
+    let by_comm = sample(
+        &text,
+        "twmon_timewait_sockets_by_process",
+        &format!(r#"comm="{}""#, comm.trim()),
+    );
+    assert!(entries > 0.0, "{text}");
+    assert_eq!(by_comm, Some(entries), "closing process {comm:?}: {text}");
 
     // Segments: each orphaned FIN_WAIT2 timewait socket receives exactly
     // one peer's first FIN ("other"). Under TCG's timing a delayed ACK can
@@ -345,6 +357,44 @@ fn syn_in_timewait(ctx: &Ctx) {
     });
     assert_eq!(syn(&text), Some(1.0), "{text}");
     assert_eq!(reused(&text), Some(1.0), "{text}");
+    assert_eq!(collisions(&text, "syn_in_timewait"), 1.0, "{text}");
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+fn collisions(t: &str, kind: &str) -> f64 {
+    sample(
+        t,
+        "twmon_fourtuple_collisions_total",
+        &format!(r#"kind="{kind}""#),
+    )
+    .unwrap_or(-1.0)
+}
+
+/// The textbook hazard with probes: reconnecting from the same bound port
+/// while the old four-tuple is in the client's TIME_WAIT. With timestamps
+/// the kernel hands the four-tuple over (connect_reuse, exactly
+/// TcpExt.TWRecycled); without, connect() fails (eaddrnotavail).
+fn bound_port_reuse(ctx: &Ctx) {
+    let daemon = ctx.start(&[]);
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    for (timestamps, reused) in [("1", true), ("0", false)] {
+        let before = ctx.inside(tcp_counters_here);
+        let result = ctx.inside(move || {
+            fs::write("/proc/sys/net/ipv4/tcp_timestamps", timestamps).expect("timestamps");
+            testkit::reconnect_from_same_port(listen).0.is_ok()
+        });
+        let after = ctx.inside(tcp_counters_here);
+        let recycled = counter_delta(&before, &after, "TcpExt.TWRecycled") as f64;
+        assert_eq!(result, reused, "tcp_timestamps={timestamps}");
+        assert_eq!(recycled, f64::from(u8::from(reused)), "{after:?}");
+    }
+    let text = daemon.wait_for("one reuse and one refusal", |t| {
+        collisions(t, "connect_reuse") >= 1.0 && collisions(t, "eaddrnotavail") >= 1.0
+    });
+    assert_eq!(collisions(&text, "connect_reuse"), 1.0, "{text}");
+    assert_eq!(collisions(&text, "eaddrnotavail"), 1.0, "{text}");
+    assert_eq!(exited(&text, "reused_by_connect"), 1.0, "{text}");
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
 }
@@ -447,6 +497,7 @@ fn connect_reuse(ctx: &Ctx) {
     );
     let text = daemon.wait_for("the reuses", |t| exited(t, "reused_by_connect") >= recycled);
     assert_eq!(exited(&text, "reused_by_connect"), recycled, "{text}");
+    assert_eq!(collisions(&text, "connect_reuse"), recycled, "{text}");
     println!(
         "vmtest: info {recycled} four-tuples reused by connect (TWRecycled), {made} connections, {failed} refused"
     );
