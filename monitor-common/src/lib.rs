@@ -40,6 +40,11 @@ pub mod kind {
     /// thread id; family and ports are those of the socket, addresses are
     /// not repeated.
     pub const CLOSER: u8 = 7;
+    /// A timewait socket sent an RST (`tcp:tcp_send_reset` from a socket
+    /// in TIME_WAIT state): new data reached an orphaned FIN_WAIT2, or a
+    /// segment TIME_WAIT could not accept. `skaddr` is the timewait
+    /// socket, `new_state` its substate (0 if unread).
+    pub const TW_RESET_SENT: u8 = 8;
 }
 
 /// Why a timewait socket died, as the kernel programs tell it.
@@ -171,6 +176,16 @@ pub mod connect_tp {
         ("addrlen", 32, 8),
     ];
     pub const EXIT_FIELDS: &[(&str, usize, usize)] = &[("ret", RET, 8)];
+}
+
+/// Fields of the `tcp:tcp_send_reset` record twmon reads. Only these two
+/// are at the same place on every kernel since 4.15 (the record grew a
+/// reason and lost separate ports in 6.10); the rest is read from the
+/// socket at BTF offsets.
+pub mod reset_tp {
+    pub const SKADDR: usize = 16;
+    pub const STATE: usize = 24;
+    pub const FIELDS: &[(&str, usize, usize)] = &[("skaddr", SKADDR, 8), ("state", STATE, 4)];
 }
 
 /// Names of the globals the daemon sets before load.

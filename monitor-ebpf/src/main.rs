@@ -14,6 +14,7 @@ mod common;
 mod connect;
 mod death;
 mod pending;
+mod reset;
 mod set_state;
 mod timewait;
 

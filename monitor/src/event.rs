@@ -258,6 +258,20 @@ pub enum KernelEvent {
     /// Who closed a connection first (right after its ESTABLISHED ->
     /// FIN_WAIT1 transition).
     Closer(Closer),
+    /// A timewait socket answered a segment with an RST.
+    TimewaitResetSent(ResetSent),
+}
+
+/// An RST sent by a timewait socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetSent {
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    pub netns: Option<u32>,
+    pub family: Family,
+    pub tuple: FourTuple,
+    /// TIME_WAIT or FIN_WAIT2 (None if it could not be read).
+    pub substate: Option<TcpState>,
 }
 
 impl KernelEvent {
@@ -270,6 +284,7 @@ impl KernelEvent {
             KernelEvent::ConnectEaddrnotavail(e) => e.ts_ns,
             KernelEvent::TimewaitDeath(e) => e.ts_ns,
             KernelEvent::Closer(e) => e.ts_ns,
+            KernelEvent::TimewaitResetSent(e) => e.ts_ns,
         }
     }
 }
@@ -512,6 +527,17 @@ pub fn decode_event(raw: &Event) -> Result<KernelEvent, DecodeError> {
                 },
             }))
         }
+        kind::TW_RESET_SENT => {
+            let family = family_of(raw)?;
+            Ok(KernelEvent::TimewaitResetSent(ResetSent {
+                ts_ns: raw.ts_ns,
+                skaddr: raw.skaddr,
+                netns: netns(raw),
+                family,
+                tuple: four_tuple(family, raw),
+                substate: TcpState::from_kernel(raw.new_state),
+            }))
+        }
         other => Err(DecodeError::Kind(other)),
     }
 }
@@ -739,6 +765,22 @@ pub(crate) mod tests {
             Some("TIME_WAIT")
         );
     }
+    #[test]
+    fn decodes_resets_sent() {
+        let mut ev = raw(family::INET, 0, 5);
+        ev.kind = kind::TW_RESET_SENT;
+        let Ok(KernelEvent::TimewaitResetSent(r)) = decode(&bytes(&ev)) else {
+            panic!("not a reset")
+        };
+        assert_eq!(r.substate, Some(TcpState::FinWait2));
+        assert_eq!(r.tuple.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
+        ev.new_state = 0;
+        let Ok(KernelEvent::TimewaitResetSent(r)) = decode(&bytes(&ev)) else {
+            panic!("not a reset")
+        };
+        assert_eq!(r.substate, None);
+    }
+
     #[test]
     fn decodes_closers() {
         let mut ev = raw(family::INET, 1, 4);

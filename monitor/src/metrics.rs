@@ -244,6 +244,16 @@ pub fn encode(scrape: &Scrape) -> Result<String> {
         registry.register(Box::new(exited))?;
     }
 
+    if scrape.attached("timewait_reset_sent") {
+        let resets = IntCounter::new(
+            "twmon_timewait_resets_sent_total",
+            "RSTs sent by timewait sockets (tcp:tcp_send_reset from TIME_WAIT): new data \
+             reaching an orphaned FIN_WAIT2, or a segment TIME_WAIT refused.",
+        )?;
+        resets.inc_by(scrape.stats.resets_sent);
+        registry.register(Box::new(resets))?;
+    }
+
     if scrape.attached("connect_eaddrnotavail") {
         let eaddrnotavail = IntCounter::new(
             "twmon_connect_eaddrnotavail_total",

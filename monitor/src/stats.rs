@@ -16,6 +16,7 @@ pub struct Stats {
     overflows: u64,
     segments: BTreeMap<SegmentKind, u64>,
     eaddrnotavail: u64,
+    resets_sent: u64,
     exited: BTreeMap<DeathCause, u64>,
     /// Timewait sockets that died since their last birth: a timer firing
     /// while an early kill races it makes both hooks report one death.
@@ -43,6 +44,8 @@ pub struct StatsSnapshot {
     pub segments: BTreeMap<SegmentKind, u64>,
     /// connect() calls that failed with EADDRNOTAVAIL.
     pub eaddrnotavail: u64,
+    /// RSTs sent by timewait sockets.
+    pub resets_sent: u64,
     /// Timewait sockets that died, by cause.
     pub exited: BTreeMap<DeathCause, u64>,
     /// Second reports of one death (timer and early kill racing).
@@ -80,6 +83,7 @@ impl Stats {
             KernelEvent::ConnectEaddrnotavail(_) => self.eaddrnotavail += 1,
             // Attribution only; the table carries it onto the timewait socket.
             KernelEvent::Closer(_) => {}
+            KernelEvent::TimewaitResetSent(_) => self.resets_sent += 1,
         }
     }
 
@@ -108,6 +112,7 @@ impl Stats {
             overflows: self.overflows,
             segments: self.segments.clone(),
             eaddrnotavail: self.eaddrnotavail,
+            resets_sent: self.resets_sent,
             exited: self.exited.clone(),
             duplicate_deaths: self.duplicate_deaths,
         }

@@ -160,3 +160,30 @@ fn a_tiny_port_range_fills_up_toward_one_destination() {
     assert_eq!(collisions(&text, "eaddrnotavail"), failed as f64, "{text}");
     population_matches_ss(&daemon, &ns);
 }
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn late_data_into_fin_wait2_is_answered_with_rst_and_counted() {
+    require_root();
+    const N: u64 = 10;
+    let ns = TestNetns::new("hz-rst");
+    let daemon = start(&ns);
+    let attached = sample(
+        &daemon.metrics(),
+        "twmon_probe_attached",
+        r#"hook="timewait_reset_sent",method="tracepoint""#,
+    );
+    assert_eq!(attached, Some(1.0));
+    let before = ns.netstat();
+    ns.run_inside(|| testkit::late_data_into_fin_wait2(N));
+    let count = |t: &str| sample(t, "twmon_timewait_resets_sent_total", "").unwrap_or(0.0);
+    let text = daemon.wait_for("every RST counted", |t| count(t) >= N as f64);
+    assert_eq!(count(&text), N as f64, "{text}");
+    let after = ns.netstat();
+    let out_rsts =
+        |m: &std::collections::BTreeMap<String, u64>| m.get("Tcp.OutRsts").copied().unwrap_or(0);
+    assert!(
+        out_rsts(&after) - out_rsts(&before) >= N,
+        "{before:?} -> {after:?}"
+    );
+}

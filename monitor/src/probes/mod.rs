@@ -19,7 +19,9 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
-use monitor_common::{OFFSET_UNKNOWN, SockOffsets, connect_tp, counter, globals, set_state_tp};
+use monitor_common::{
+    OFFSET_UNKNOWN, SockOffsets, connect_tp, counter, globals, reset_tp, set_state_tp,
+};
 
 pub use hooks::{HookStatus, Method};
 
@@ -101,7 +103,11 @@ impl Probes {
 
 /// Every hook twmon knows, attached or not.
 pub fn all_hook_names() -> Vec<&'static str> {
-    let mut names = vec!["inet_sock_set_state", "connect_eaddrnotavail"];
+    let mut names = vec![
+        "inet_sock_set_state",
+        "connect_eaddrnotavail",
+        "timewait_reset_sent",
+    ];
     names.extend(hooks::HOOKS.iter().map(|h| h.name));
     names
 }
@@ -164,6 +170,10 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
     let mut statuses = vec![status];
 
     let (status, fds) = attach_connect(&mut ebpf, &offsets, tracefs, netns_filter != 0);
+    program_fds.extend(fds);
+    statuses.push(status);
+
+    let (status, fds) = attach_reset(&mut ebpf, &offsets, tracefs, netns_filter != 0);
     program_fds.extend(fds);
     statuses.push(status);
 
@@ -313,7 +323,15 @@ fn attach_connect(
         }
         Ok(fds)
     };
-    match attempt() {
+    tracepoint_outcome(status, attempt())
+}
+
+/// A tracepoint hook's status once its attach attempt is over.
+fn tracepoint_outcome(
+    mut status: HookStatus,
+    attempt: Result<Vec<RawFd>>,
+) -> (HookStatus, Vec<RawFd>) {
+    match attempt {
         Ok(fds) => {
             status.method = Some(Method::Tracepoint);
             (status, fds)
@@ -325,6 +343,53 @@ fn attach_connect(
             (status, Vec::new())
         }
     }
+}
+
+/// Attaches `tcp:tcp_send_reset`, filtered in the kernel to RSTs sent by
+/// timewait sockets. Not mandatory. The record only gives the socket's
+/// address and state on every kernel, so the four-tuple is read from the
+/// socket at BTF offsets: without them the hook is refused.
+fn attach_reset(
+    ebpf: &mut Ebpf,
+    offsets: &SockOffsets,
+    tracefs: &Path,
+    filtered: bool,
+) -> (HookStatus, Vec<RawFd>) {
+    let mut status = HookStatus {
+        hook: "timewait_reset_sent",
+        method: None,
+        refused: Vec::new(),
+    };
+    let tuple_known = [
+        offsets.skc_family,
+        offsets.skc_num,
+        offsets.skc_dport,
+        offsets.skc_rcv_saddr,
+        offsets.skc_daddr,
+        offsets.skc_v6_rcv_saddr,
+        offsets.skc_v6_daddr,
+    ]
+    .iter()
+    .all(|&o| o != OFFSET_UNKNOWN);
+    let netns_known = offsets.skc_net != OFFSET_UNKNOWN && offsets.net_inum != OFFSET_UNKNOWN;
+    if !tuple_known || (filtered && !netns_known) {
+        status
+            .refused
+            .push("tracepoint: the socket's fields are not in kernel BTF".into());
+        return (status, Vec::new());
+    }
+    let mut attempt = || -> Result<Vec<RawFd>> {
+        tracefs::verify_tracepoint(tracefs, "tcp", "tcp_send_reset", reset_tp::FIELDS)?;
+        let p: &mut TracePoint = ebpf
+            .program_mut("tcp_send_reset")
+            .ok_or_else(|| anyhow!("program tcp_send_reset missing"))?
+            .try_into()?;
+        p.load().context("load tcp_send_reset")?;
+        p.attach("tcp", "tcp_send_reset")
+            .context("attach tcp_send_reset")?;
+        Ok(vec![p.fd()?.as_fd().as_raw_fd()])
+    };
+    tracepoint_outcome(status, attempt())
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so map

@@ -427,7 +427,9 @@ impl Table {
                 };
                 self.collide(collision);
             }
-            KernelEvent::TimewaitOverflow(_) => {}
+            // Counted by Stats; the segment it answered is the segment
+            // hook's to count.
+            KernelEvent::TimewaitOverflow(_) | KernelEvent::TimewaitResetSent(_) => {}
         }
     }
 

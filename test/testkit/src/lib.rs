@@ -382,6 +382,43 @@ pub fn timewait_sockets_here() -> (u64, u64) {
     )
 }
 
+/// Makes `n` timewait sockets answer with an RST: each client closes while
+/// its server keeps the connection open, so the client becomes an
+/// orphaned FIN_WAIT2 timewait socket; data the server writes after that
+/// is new data after a half-duplex close, which it refuses with an RST.
+/// Run inside the namespace under test (IPv4 loopback).
+pub fn late_data_into_fin_wait2(n: u64) {
+    use std::io::Write as _;
+    let mut held =
+        client_closes_server_holds(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)), n);
+    wait_until("clients in FIN_WAIT2", || ipv4_sockets_in_state("05") == n);
+    for conn in &mut held {
+        conn.write_all(b"late")
+            .expect("writing after the peer's close");
+    }
+}
+
+/// Polls `done` every 10 ms; fails after 10 s naming `what`.
+pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// IPv4 sockets of the calling thread's namespace in `state` (the kernel's
+/// two-digit hex, e.g. "05" for FIN_WAIT2; timewait sockets show their
+/// substate), from /proc/net/tcp.
+pub fn ipv4_sockets_in_state(state: &str) -> u64 {
+    fs::read_to_string("/proc/thread-self/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(3) == Some(state))
+        .count() as u64
+}
+
 /// The value of the sample `name{labels}` in a text exposition. `labels`
 /// is the exact label string, e.g. `family="ipv4"`, or empty.
 pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {

@@ -68,6 +68,8 @@ const SCENARIOS: &[(&str, Scenario, &[&str])] = &[
     ("timewait_expiry", timewait_expiry, &["fentry", "kprobe"]),
     ("connect_reuse", connect_reuse, &["fentry", "kprobe"]),
     ("bound_port_reuse", bound_port_reuse, &["fentry", "kprobe"]),
+    // A tracepoint hook whatever the mode; once is enough.
+    ("resets_sent", resets_sent, &["fentry"]),
     (
         "port_exhaustion",
         port_exhaustion,
@@ -395,6 +397,20 @@ fn bound_port_reuse(ctx: &Ctx) {
     assert_eq!(collisions(&text, "connect_reuse"), 1.0, "{text}");
     assert_eq!(collisions(&text, "eaddrnotavail"), 1.0, "{text}");
     assert_eq!(exited(&text, "reused_by_connect"), 1.0, "{text}");
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+/// Timewait sockets answering late data with an RST, seen by
+/// tcp:tcp_send_reset (whose record has no reset reason before 6.10: the
+/// socket's TIME_WAIT state is what tells them apart).
+fn resets_sent(ctx: &Ctx) {
+    const RESETS: u64 = 10;
+    let daemon = ctx.start(&[]);
+    ctx.inside(|| testkit::late_data_into_fin_wait2(RESETS));
+    let count = |t: &str| sample(t, "twmon_timewait_resets_sent_total", "").unwrap_or(0.0);
+    let text = daemon.wait_for("every RST counted", |t| count(t) >= RESETS as f64);
+    assert_eq!(count(&text), RESETS as f64, "{text}");
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
 }
