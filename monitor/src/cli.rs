@@ -59,6 +59,13 @@ pub struct ReplayArgs {
     /// Serve the replayed table on this address instead of printing it.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// TLS and basic auth for --listen, as for `run`.
+    #[arg(
+        long = "web.config.file",
+        visible_alias = "web-config-file",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
     /// Print JSON (the /api/v1 documents) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -82,11 +89,40 @@ pub struct ViewArgs {
     pub netns_label: bool,
 }
 
+/// Where `snapshot` and `top` find the daemon.
 #[derive(Args, Debug, Clone)]
-pub struct SnapshotArgs {
-    /// The daemon's address.
+pub struct TargetArgs {
+    /// The daemon's address (http:// or https://).
     #[arg(long, default_value = DEFAULT_URL)]
     pub url: String,
+    /// For https://: PEM file of the CA that signed the daemon's
+    /// certificate (only that CA is trusted).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Basic auth user of the daemon's web config; the password is read
+    /// from the TWMON_PASSWORD environment variable.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> crate::client::Target {
+        crate::client::Target {
+            url: self.url.clone(),
+            ca_file: self.ca_file.clone(),
+            user: self.user.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Only sockets of this network namespace (its inode, as in
+    /// `ls -i /run/netns/NAME` or the `netns` label).
+    #[arg(long)]
+    pub netns: Option<u32>,
     /// Only sockets toward this remote address.
     #[arg(long)]
     pub remote: Option<std::net::IpAddr>,
@@ -121,9 +157,8 @@ pub enum SortBy {
 
 #[derive(Args, Debug, Clone)]
 pub struct TopArgs {
-    /// The daemon's address.
-    #[arg(long, default_value = DEFAULT_URL)]
-    pub url: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Refresh interval.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,

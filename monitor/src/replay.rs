@@ -68,6 +68,12 @@ fn hooks(meta: &Meta) -> Vec<HookStatus> {
 }
 
 pub fn run(args: &ReplayArgs) -> Result<()> {
+    // Like `run`: a config that cannot be honoured stops us first.
+    let web = match &args.web_config_file {
+        Some(path) if args.listen.is_some() => WebConfig::load(path)?,
+        Some(_) => anyhow::bail!("--web.config.file only applies with --listen"),
+        None => WebConfig::default(),
+    };
     let (state, meta, frames, problem) = load(&args.file)?;
     if let Some(problem) = &problem {
         eprintln!("twmon: warning: {problem}; replayed the {frames} frames before it");
@@ -86,7 +92,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         replay: true,
     });
     if let Some(listen) = args.listen {
-        return serve(shared, listen);
+        return serve(shared, listen, web);
     }
     let state = shared
         .state
@@ -111,7 +117,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-fn serve(shared: Arc<Shared>, listen: std::net::SocketAddr) -> Result<()> {
+fn serve(shared: Arc<Shared>, listen: std::net::SocketAddr, web: WebConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,10 +130,10 @@ fn serve(shared: Arc<Shared>, listen: std::net::SocketAddr) -> Result<()> {
         // and with port 0 the port is known only now.
         let bound = listener.local_addr().unwrap_or(listen);
         eprintln!(
-            "twmon: serving metrics on http://{bound}/metrics and /api/v1 from the recording"
+            "twmon: serving metrics on {}://{bound}/metrics and /api/v1 from the recording",
+            web.scheme()
         );
-        // A replay is a local debugging aid: plain HTTP, default limits.
-        http::serve(listener, shared, WebConfig::default(), async {
+        http::serve(listener, shared, web, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

@@ -17,6 +17,7 @@ pub fn run(args: &TopArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let target = args.target.target();
     runtime.block_on(async {
         let mut previous: Option<SummaryDoc> = None;
         let mut tick = tokio::time::interval(args.interval);
@@ -25,9 +26,8 @@ pub fn run(args: &TopArgs) -> Result<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let summary = get_json::<SummaryDoc>(&args.url, "/api/v1/summary?top=8").await;
-            let collisions =
-                get_json::<CollisionsDoc>(&args.url, "/api/v1/collisions?limit=8").await;
+            let summary = get_json::<SummaryDoc>(&target, "/api/v1/summary?top=8").await;
+            let collisions = get_json::<CollisionsDoc>(&target, "/api/v1/collisions?limit=8").await;
             let screen = match (summary, collisions) {
                 (Ok(s), Ok(c)) => {
                     let screen = render(&s, previous.as_ref(), &c);

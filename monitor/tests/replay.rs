@@ -3,6 +3,8 @@
 
 use std::{path::Path, process::Command};
 
+mod common;
+
 const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
 
 fn replay_json(file: &str) -> serde_json::Value {
@@ -48,4 +50,69 @@ fn server_closing_first_is_30_derived_births_blamed_on_python() {
         assert_eq!(s["substate"], "TIME_WAIT", "{s}");
     }
     assert_eq!(doc["collisions"]["collisions"], serde_json::json!([]));
+}
+
+/// `twmon snapshot` against a daemon that requires TLS and a password
+/// (a replay served with the same web config as `run` takes).
+#[test]
+fn snapshot_speaks_tls_and_basic_auth() {
+    use std::io::{BufRead as _, BufReader};
+    let pki = common::Pki::new("snapshot");
+    let web = pki.config(&common::tls_and_auth_yaml("ops", "s3cret", ""));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/server-closes-30.twrec");
+    let mut server = Command::new(TWMON)
+        .args(["replay", "--listen", "127.0.0.1:0", "--web.config.file"])
+        .arg(&web)
+        .arg(&fixture)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting twmon replay");
+    let stderr = server.stderr.take().expect("stderr");
+    let mut line = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("first line");
+    let url = line
+        .split("serving metrics on ")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let snapshot = |ca: Option<&Path>, password: &str| {
+        let mut cmd = Command::new(TWMON);
+        cmd.args(["snapshot", "--json", "--url", &url, "--user", "ops"]);
+        if let Some(ca) = ca {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.env("TWMON_PASSWORD", password)
+            .output()
+            .expect("twmon snapshot")
+    };
+    let ca = pki.path("ca.pem");
+    let ok = snapshot(Some(&ca), "s3cret");
+    let wrong = snapshot(Some(&ca), "guess");
+    let no_ca = snapshot(None, "s3cret");
+    let _ = server.kill();
+    let _ = server.wait();
+
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("JSON");
+    assert_eq!(doc["total"], 30, "{doc}");
+    assert_eq!(doc["sockets"].as_array().map(Vec::len), Some(30));
+
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && stderr.contains("401"),
+        "{stderr}"
+    );
+    let stderr = String::from_utf8_lossy(&no_ca.stderr);
+    assert!(
+        !no_ca.status.success() && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
 }
