@@ -178,10 +178,9 @@ pub mod connect_tp {
     pub const EXIT_FIELDS: &[(&str, usize, usize)] = &[("ret", RET, 8)];
 }
 
-/// Fields of the `tcp:tcp_send_reset` record twmon reads. Only these two
-/// are at the same place on every kernel since 4.15 (the record grew a
-/// reason and lost separate ports in 6.10); the rest is read from the
-/// socket at BTF offsets.
+/// Fields of the `tcp:tcp_send_reset` record twmon reads: skaddr and state,
+/// at the same place since 4.15 (6.10 added a reason and reshaped the
+/// addresses); the four-tuple is read from the socket at BTF offsets.
 pub mod reset_tp {
     pub const SKADDR: usize = 16;
     pub const STATE: usize = 24;

@@ -93,7 +93,7 @@ pub fn verify_tracepoint(
     category: &str,
     name: &str,
     expected: &[(&str, usize, usize)],
-) -> Result<()> {
+) -> Result<Vec<Field>> {
     let path = root.join("events").join(category).join(name).join("format");
     let text = fs::read_to_string(&path).with_context(|| {
         format!(
@@ -101,9 +101,11 @@ pub fn verify_tracepoint(
             path.display()
         )
     })?;
-    check_layout(&parse_format(&text), expected).with_context(|| {
+    let fields = parse_format(&text);
+    check_layout(&fields, expected).with_context(|| {
         format!("tracepoint {category}:{name} has a record layout twmon does not know")
-    })
+    })?;
+    Ok(fields)
 }
 
 #[cfg(test)]

@@ -346,9 +346,10 @@ fn tracepoint_outcome(
 }
 
 /// Attaches `tcp:tcp_send_reset`, filtered in the kernel to RSTs sent by
-/// timewait sockets. Not mandatory. The record only gives the socket's
-/// address and state on every kernel, so the four-tuple is read from the
-/// socket at BTF offsets: without them the hook is refused.
+/// timewait sockets, on kernels that report those there (6.10+, whose
+/// record has a reset reason). Not mandatory. The record's skaddr and
+/// state are all twmon reads from it; the four-tuple is read from the
+/// socket at BTF offsets, and without them the hook is refused.
 fn attach_reset(
     ebpf: &mut Ebpf,
     offsets: &SockOffsets,
@@ -379,7 +380,17 @@ fn attach_reset(
         return (status, Vec::new());
     }
     let mut attempt = || -> Result<Vec<RawFd>> {
-        tracefs::verify_tracepoint(tracefs, "tcp", "tcp_send_reset", reset_tp::FIELDS)?;
+        let fields =
+            tracefs::verify_tracepoint(tracefs, "tcp", "tcp_send_reset", reset_tp::FIELDS)?;
+        // Before 6.10 (no `reason` field) the tracepoint is not reached
+        // for timewait sockets' RSTs (measured on 6.1: 0 of 10), and a
+        // zero would read as "none sent".
+        if !fields.iter().any(|f| f.name == "reason") {
+            anyhow::bail!(
+                "tcp:tcp_send_reset has no reset reason: kernels before 6.10 do not report \
+                 the RSTs of timewait sockets there"
+            );
+        }
         let p: &mut TracePoint = ebpf
             .program_mut("tcp_send_reset")
             .ok_or_else(|| anyhow!("program tcp_send_reset missing"))?
