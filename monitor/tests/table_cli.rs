@@ -163,11 +163,15 @@ fn wait_for_table(daemon: &Daemon, expected: &BTreeSet<Tuple>) -> Value {
     daemon.wait_for("every socket in the table", |t| {
         sample(t, "twmon_table_entries", "") == Some(n)
     });
-    wait_until("every entry confirmed", || {
+    // Confirmed, and in TIME_WAIT as ss saw them settled: a socket first
+    // dumped as an orphaned FIN_WAIT2 (the peer's FIN still in flight) turns
+    // TIME_WAIT without an event in tracepoint-only mode, so only a snapshot
+    // taken after that shows it.
+    wait_until("every entry confirmed in TIME_WAIT", || {
         let doc = get_json(daemon, "/api/v1/timewait?limit=1000");
         let confirmed = sockets(&doc)
             .iter()
-            .all(|s| s["confirmed"] == Value::Bool(true));
+            .all(|s| s["confirmed"] == Value::Bool(true) && s["substate"] == "TIME_WAIT");
         if confirmed && tuples(&doc) == *expected {
             Ok(doc)
         } else {
