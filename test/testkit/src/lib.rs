@@ -3,6 +3,7 @@
 //! start and scrape twmon, make TCP workloads, read the kernel's counters.
 //! Everything here panics with a message on failure: it is test code.
 
+pub mod replay_segments;
 use std::{
     collections::BTreeMap,
     fs::{self, File},

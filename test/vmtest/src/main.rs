@@ -68,6 +68,11 @@ const SCENARIOS: &[(&str, Scenario, &[&str])] = &[
     ("timewait_expiry", timewait_expiry, &["fentry", "kprobe"]),
     ("connect_reuse", connect_reuse, &["fentry", "kprobe"]),
     ("bound_port_reuse", bound_port_reuse, &["fentry", "kprobe"]),
+    (
+        "segments_replayed",
+        segments_replayed,
+        &["fentry", "kprobe"],
+    ),
     // A tracepoint hook whatever the mode; once is enough.
     ("resets_sent_refused_before_6_10", resets_sent, &["fentry"]),
     (
@@ -397,6 +402,43 @@ fn bound_port_reuse(ctx: &Ctx) {
     assert_eq!(collisions(&text, "connect_reuse"), 1.0, "{text}");
     assert_eq!(collisions(&text, "eaddrnotavail"), 1.0, "{text}");
     assert_eq!(exited(&text, "reused_by_connect"), 1.0, "{text}");
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+/// What TIME_WAIT is for, on purpose: the peer's FIN sent again (our last
+/// ACK "lost") is a fin_retransmit; a copy of the peer's older data is an
+/// old_duplicate, which the kernel rejects by PAWS (TcpExt.PAWSTimewait,
+/// PAWSEstab before 6.14);
+/// the closed peer's RSTs to TIME_WAIT's ACKs are absorbed (rfc1337=1).
+fn segments_replayed(ctx: &Ctx) {
+    let daemon = ctx.start(&[]);
+    let before = ctx.inside(tcp_counters_here);
+    let replayed = ctx.inside(testkit::replay_segments::segments_into_timewait);
+    assert_eq!((replayed.fins, replayed.duplicates), (1, 1));
+    let segments = |t: &str, kind: &str| {
+        sample(
+            t,
+            "twmon_timewait_segments_total",
+            &format!(r#"kind="{kind}""#),
+        )
+        .unwrap_or(0.0)
+    };
+    let text = daemon.wait_for("both copies seen", |t| {
+        segments(t, "fin_retransmit") >= 1.0 && segments(t, "old_duplicate") >= 1.0
+    });
+    let after = ctx.inside(tcp_counters_here);
+    // Kernels before 6.14 count a PAWS reject in TIME_WAIT as PAWSEstab;
+    // newer ones as PAWSTimewait. Nothing else here is established.
+    let paws = (counter_delta(&before, &after, "TcpExt.PAWSTimewait")
+        + counter_delta(&before, &after, "TcpExt.PAWSEstab")) as f64;
+    let rsts = counter_delta(&before, &after, "Tcp.OutRsts") as f64;
+    assert_eq!(segments(&text, "fin_retransmit"), 1.0, "{text}");
+    assert_eq!(segments(&text, "old_duplicate"), 1.0, "{text}");
+    assert_eq!(paws, 1.0, "PAWS rejects: {after:?}");
+    let text = daemon.wait_for("every RST absorbed", |t| segments(t, "rst") >= rsts);
+    assert_eq!(segments(&text, "rst"), rsts, "{text}");
+    println!("vmtest: info fin_retransmit 1, old_duplicate 1 = PAWS rejects +1, rst {rsts}");
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
 }
