@@ -349,13 +349,37 @@ fn drain(
 async fn snapshot(scope: Scope, own_inode: u32) -> Result<SnapshotRound> {
     tokio::task::spawn_blocking(move || {
         let (namespaces, strict, complete) = match scope {
-            Scope::One(ns) => (vec![ns], true, false),
+            Scope::One(ns) => {
+                if let Some(round) = gone(&ns) {
+                    return Ok(round);
+                }
+                (vec![ns], true, false)
+            }
             Scope::All => (netns::discover(), false, true),
         };
         diag::snapshot_round(&namespaces, own_inode, strict, complete)
     })
     .await
     .context("sock_diag worker panicked")?
+}
+
+/// The round that says the watched namespace is gone, when its file was
+/// removed and no process or bind mount reaches it any more: it is being
+/// torn down, and its timewait sockets with it (on some kernels without
+/// the death hook seeing it, e.g. Debian's 6.1). twmon cannot hold the
+/// namespace open to watch it, since that would keep it alive.
+fn gone(ns: &Netns) -> Option<SnapshotRound> {
+    if ns.path.exists() || netns::discover().iter().any(|n| n.inode == ns.inode) {
+        return None;
+    }
+    log::warn!(
+        "the watched namespace {} is gone; its timewait sockets are taken as purged",
+        ns.path.display()
+    );
+    Some(SnapshotRound {
+        namespaces: Vec::new(),
+        existing: Some(Vec::new()),
+    })
 }
 
 async fn snapshot_loop(

@@ -73,6 +73,7 @@ const SCENARIOS: &[(&str, Scenario, &[&str])] = &[
         segments_replayed,
         &["fentry", "kprobe"],
     ),
+    ("netns_deleted", netns_deleted, &["fentry"]),
     // A tracepoint hook whatever the mode; once is enough.
     ("resets_sent_refused_before_6_10", resets_sent, &["fentry"]),
     (
@@ -154,11 +155,15 @@ fn client_close_transitions(ctx: &Ctx) {
     };
     let made = |t: &str| all_transitions(t) - all_transitions(&before);
     let text = daemon.wait_for("all transitions", |t| made(t) + lost_since(t) >= expected);
-    assert!(
-        made(&text) <= expected,
-        "more transitions than made: {}",
-        made(&text)
-    );
+    // More is possible: under TCG's timing TCP sometimes takes another
+    // path (a retransmission, a simultaneous close); the transitions that
+    // matter are checked one by one below.
+    if made(&text) > expected {
+        println!(
+            "vmtest: info {} transitions beyond the usual {expected}",
+            made(&text) - expected
+        );
+    }
     // Received + lost equals what the workload made (checked above), so a
     // transition may be short by at most the events the kernel counted as
     // skipped (an interrupt's softirq nesting into a running program; under
@@ -330,18 +335,36 @@ fn timewait_overflow(ctx: &Ctx) {
     };
     let overflows = |t: &str| sample(t, "twmon_timewait_overflow_total", "").unwrap_or(0.0);
     let total = (2 * N) as f64;
+    let slack = uncounted_skips(ctx, total);
     let text = daemon.wait_for("every close accounted", |t| {
-        births(t) + overflows(t) >= total
+        births(t) + overflows(t) >= total - slack
     });
+    // Let stragglers land before the exact comparison.
+    thread::sleep(Duration::from_millis(500));
+    let text = if slack > 0.0 { daemon.metrics() } else { text };
     let kernel_after = ctx.inside(tcp_counters_here);
     let kernel_overflows =
-        counter_delta(&kernel_before, &kernel_after, "TcpExt.TCPTimeWaitOverflow");
+        counter_delta(&kernel_before, &kernel_after, "TcpExt.TCPTimeWaitOverflow") as f64;
     assert!(
-        kernel_overflows > 0,
+        kernel_overflows > 0.0,
         "the kernel saw no overflow: {kernel_after:?}"
     );
-    assert_eq!(overflows(&text), kernel_overflows as f64, "{text}");
-    assert_eq!(births(&text) + overflows(&text), total, "{text}");
+    let seen = births(&text) + overflows(&text);
+    assert!(
+        overflows(&text) <= kernel_overflows && overflows(&text) >= kernel_overflows - slack,
+        "{kernel_overflows} overflows by the kernel: {text}"
+    );
+    assert!(
+        seen <= total && seen >= total - slack,
+        "{seen} of {total}: {text}"
+    );
+    if seen < total {
+        println!(
+            "vmtest: info {} of {total} closes not seen: kprobe runs the kernel skipped \
+             without counting (before 6.7)",
+            total - seen
+        );
+    }
     // TcpExt.TW counts births on these kernels (checked in timewait_births).
     let kernel_births = counter_delta(&kernel_before, &kernel_after, "TcpExt.TW");
     assert_eq!(births(&text), kernel_births as f64, "{text}");
@@ -463,6 +486,55 @@ fn resets_sent(ctx: &Ctx) {
     assert!(!text.contains("twmon_timewait_resets_sent_total"), "{text}");
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
+}
+
+/// Deleting the watched namespace. Its timewait sockets die with it, but
+/// on this kernel no death hook sees that (inet_twsk_purge kills them
+/// without reaching the hooked functions, most likely inlined: measured,
+/// no death of any cause within 80 s). The table must still let go of them,
+/// as purged, once the namespace is unreachable.
+fn netns_deleted(ctx: &Ctx) {
+    let daemon = ctx.start(&[]);
+    workload(ctx);
+    // Once the sockets settle, the table holds what the kernel lists.
+    thread::sleep(Duration::from_millis(600));
+    let (k4, k6) = ctx.inside(timewait_sockets_here);
+    let entries = (k4 + k6) as f64;
+    daemon.wait_for("the table holds the sockets", |t| {
+        sample(t, "twmon_table_entries", "") == Some(entries)
+    });
+    nix::mount::umount2(&ctx.netns, nix::mount::MntFlags::MNT_DETACH).expect("umount netns");
+    fs::remove_file(&ctx.netns).expect("removing the netns file");
+    let purged = |t: &str| {
+        sample(
+            t,
+            "twmon_timewait_duration_seconds_count",
+            r#"cause="purged""#,
+        )
+        .unwrap_or(0.0)
+    };
+    let text = daemon.wait_for("the table lets go", |t| {
+        sample(t, "twmon_table_entries", "") == Some(0.0)
+    });
+    assert!(
+        purged(&text) >= entries - 2.0 && purged(&text) <= entries,
+        "{entries} entries, {} purged: {text}",
+        purged(&text)
+    );
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "twmon exited with {status}");
+}
+
+/// How many events a scenario may miss without the kernel counting them:
+/// before 6.7 a kprobe that fires while another kprobe or classic
+/// tracepoint program runs on the CPU is skipped and not counted (seen
+/// here: 6 of 100 closes once in ~10 runs). Zero for every other method.
+fn uncounted_skips(ctx: &Ctx, expected: f64) -> f64 {
+    if ctx.mode == "kprobe" {
+        (expected * 0.1).ceil()
+    } else {
+        0.0
+    }
 }
 
 fn exited(t: &str, cause: &str) -> f64 {
