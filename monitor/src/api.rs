@@ -187,10 +187,10 @@ fn collision_doc(now_ns: u64, c: &Collision) -> CollisionDoc {
 }
 
 pub fn collisions(state: &State, now_ns: u64, limit: usize) -> CollisionsDoc {
-    let summary = state.table.summary(1, false);
     CollisionsDoc {
-        totals: summary
-            .collisions
+        totals: state
+            .table
+            .collision_totals()
             .iter()
             .map(|(k, n)| (k.label().to_string(), *n))
             .collect(),
@@ -227,7 +227,7 @@ pub fn summary(state: &State, now_ns: u64, top_k: usize) -> SummaryDoc {
             .iter()
             .map(|(k, n)| (k.label().to_string(), *n))
             .collect(),
-        events: state.stats.snapshot().events,
+        events: state.stats.events(),
         evictions: s.evictions,
         by_remote: s
             .by_remote

@@ -93,6 +93,26 @@ impl Family {
             Family::Ipv6 => "ipv6",
         }
     }
+
+    /// The kernel's number for it (inverse of [`Family::from_kernel`]).
+    pub fn to_kernel(self) -> u8 {
+        match self {
+            Family::Ipv4 => family::INET,
+            Family::Ipv6 => family::INET6,
+        }
+    }
+}
+
+/// `addr` laid out as the kernel programs write it (inverse of [`ip`]).
+pub(crate) fn ip_bytes(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&v4.octets());
+            b
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    }
 }
 
 /// A connection's four-tuple as seen from the socket's own side.
@@ -560,7 +580,9 @@ fn four_tuple(family: Family, raw: &Event) -> FourTuple {
     }
 }
 
-fn ip(family: Family, bytes: &[u8; 16]) -> IpAddr {
+/// An address as the kernel programs write it: IPv4 in the first four
+/// bytes of sixteen.
+pub(crate) fn ip(family: Family, bytes: &[u8; 16]) -> IpAddr {
     match family {
         Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
         Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(*bytes)),

@@ -3,17 +3,14 @@
 //! snapshot rounds), so a replay rebuilds the same table. The format is
 //! documented in docs/record-format.md; keep the two in step.
 
-use std::{
-    io::{self, Read, Write},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::io::{self, Read, Write};
 
 use monitor_common::EVENT_SIZE;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
-    event::{Family, FourTuple, TcpState},
+    event::{Family, FourTuple, TcpState, ip, ip_bytes},
     table::{DiagSocket, Knobs, NetnsSnapshot, SnapshotRound},
 };
 
@@ -235,32 +232,18 @@ fn encode_round(round: &SnapshotRound) -> Vec<u8> {
         out.extend_from_slice(&hi.to_le_bytes());
         out.extend_from_slice(&(snap.sockets.len() as u32).to_le_bytes());
         for s in &snap.sockets {
-            out.push(match s.family {
-                Family::Ipv4 => monitor_common::family::INET,
-                Family::Ipv6 => monitor_common::family::INET6,
-            });
+            out.push(s.family.to_kernel());
             out.push(s.state as u8);
             out.push(u8::from(s.timewait));
             out.push(0);
             out.extend_from_slice(&s.expires_ms.to_le_bytes());
             out.extend_from_slice(&s.tuple.sport.to_le_bytes());
             out.extend_from_slice(&s.tuple.dport.to_le_bytes());
-            out.extend_from_slice(&addr16(s.tuple.saddr));
-            out.extend_from_slice(&addr16(s.tuple.daddr));
+            out.extend_from_slice(&ip_bytes(s.tuple.saddr));
+            out.extend_from_slice(&ip_bytes(s.tuple.daddr));
         }
     }
     out
-}
-
-fn addr16(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&v4.octets());
-            b
-        }
-        IpAddr::V6(v6) => v6.octets(),
-    }
 }
 
 /// A cursor over a frame's payload.
@@ -333,8 +316,8 @@ fn decode_round(payload: &[u8]) -> Result<SnapshotRound, String> {
             let expires_ms = b.u32()?;
             let sport = b.u16()?;
             let dport = b.u16()?;
-            let saddr = ip(family, b.array()?);
-            let daddr = ip(family, b.array()?);
+            let saddr = ip(family, &b.array()?);
+            let daddr = ip(family, &b.array()?);
             sockets.push(DiagSocket {
                 family,
                 state,
@@ -370,13 +353,6 @@ fn decode_round(payload: &[u8]) -> Result<SnapshotRound, String> {
         namespaces,
         existing: complete.then_some(existing),
     })
-}
-
-fn ip(family: Family, b: [u8; 16]) -> IpAddr {
-    match family {
-        Family::Ipv4 => IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
-        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(b)),
-    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,11 @@ impl Stats {
         self.malformed += 1;
     }
 
+    /// Events received so far, without copying the rest.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut transitions = BTreeMap::new();
         for from in TcpState::ALL {

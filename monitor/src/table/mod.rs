@@ -810,6 +810,11 @@ impl Table {
         found.into_iter().map(|(k, e)| (*k, *e)).collect()
     }
 
+    /// Collisions since start, by kind.
+    pub fn collision_totals(&self) -> &BTreeMap<CollisionKind, u64> {
+        &self.collisions
+    }
+
     /// The most recent collisions, newest first.
     pub fn recent_collisions(&self, limit: usize) -> Vec<Collision> {
         self.recent.iter().rev().take(limit).copied().collect()
