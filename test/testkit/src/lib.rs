@@ -369,17 +369,9 @@ pub fn tcp_counters_here() -> BTreeMap<String, u64> {
 /// TIME_WAIT sockets per family in the calling thread's namespace, read
 /// from the same source as `ss` (state 06 in /proc/net/tcp and tcp6).
 pub fn timewait_sockets_here() -> (u64, u64) {
-    let count = |path: &str| {
-        fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .filter(|l| l.split_whitespace().nth(3) == Some("06"))
-            .count() as u64
-    };
     (
-        count("/proc/thread-self/net/tcp"),
-        count("/proc/thread-self/net/tcp6"),
+        sockets_in_state("tcp", "06"),
+        sockets_in_state("tcp6", "06"),
     )
 }
 
@@ -412,7 +404,12 @@ pub fn wait_until(what: &str, done: impl Fn() -> bool) {
 /// two-digit hex, e.g. "05" for FIN_WAIT2; timewait sockets show their
 /// substate), from /proc/net/tcp.
 pub fn ipv4_sockets_in_state(state: &str) -> u64 {
-    fs::read_to_string("/proc/thread-self/net/tcp")
+    sockets_in_state("tcp", state)
+}
+
+/// Sockets of /proc/thread-self/net/`file` (tcp or tcp6) in `state`.
+fn sockets_in_state(file: &str, state: &str) -> u64 {
+    fs::read_to_string(format!("/proc/thread-self/net/{file}"))
         .unwrap_or_default()
         .lines()
         .skip(1)
@@ -519,17 +516,10 @@ pub fn exhaust_ports(listen: SocketAddr, failures: u64) -> (u64, u64) {
 /// server's timewait socket, which hands the four-tuple to the new
 /// connection. Returns true when the second connection was established.
 pub fn syn_into_server_timewait(listen: SocketAddr) -> bool {
-    use socket2::{Domain, Socket, Type};
     let listener = TcpListener::bind(listen).expect("bind listener");
     let server = listener.local_addr().expect("listener address");
-    let client_socket = |local: SocketAddr| {
-        let s = Socket::new(Domain::for_address(local), Type::STREAM, None).expect("socket");
-        s.set_reuse_address(true).expect("SO_REUSEADDR");
-        s.bind(&local.into()).expect("bind client");
-        s
-    };
     let any = SocketAddr::new(listen.ip(), 0);
-    let first = client_socket(any);
+    let first = reusable_client(any);
     first.connect(&server.into()).expect("first connect");
     let client_addr = first
         .local_addr()
@@ -546,7 +536,7 @@ pub fn syn_into_server_timewait(listen: SocketAddr) -> bool {
     // timestamp clock (milliseconds) move on, so the new SYN is newer.
     thread::sleep(Duration::from_millis(20));
 
-    let second = client_socket(client_addr);
+    let second = reusable_client(client_addr);
     let connected = second.connect(&server.into()).is_ok();
     if connected {
         listener.set_nonblocking(true).expect("nonblocking");
@@ -561,6 +551,16 @@ pub fn syn_into_server_timewait(listen: SocketAddr) -> bool {
     false
 }
 
+/// A client socket bound to `local` with SO_REUSEADDR, so a port whose
+/// four-tuple is in TIME_WAIT can be bound again (std cannot do this).
+fn reusable_client(local: SocketAddr) -> socket2::Socket {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(local), Type::STREAM, None).expect("socket");
+    s.set_reuse_address(true).expect("SO_REUSEADDR");
+    s.bind(&local.into()).expect("bind client");
+    s
+}
+
 /// The textbook hazard from the client side: a client bound to a fixed
 /// local port (SO_REUSEADDR) closes first, so that port's four-tuple to
 /// the server sits in TIME_WAIT on the client, and connects again from the
@@ -569,16 +569,9 @@ pub fn syn_into_server_timewait(listen: SocketAddr) -> bool {
 /// connect() fails with EADDRNOTAVAIL. Returns the second connect's result
 /// and the client address used.
 pub fn reconnect_from_same_port(listen: SocketAddr) -> (std::io::Result<()>, SocketAddr) {
-    use socket2::{Domain, Socket, Type};
     let listener = TcpListener::bind(listen).expect("bind listener");
     let server = listener.local_addr().expect("listener address");
-    let client_socket = |local: SocketAddr| {
-        let s = Socket::new(Domain::for_address(local), Type::STREAM, None).expect("socket");
-        s.set_reuse_address(true).expect("SO_REUSEADDR");
-        s.bind(&local.into()).expect("bind client");
-        s
-    };
-    let first = client_socket(SocketAddr::new(listen.ip(), 0));
+    let first = reusable_client(SocketAddr::new(listen.ip(), 0));
     first.connect(&server.into()).expect("first connect");
     let client_addr = first
         .local_addr()
@@ -593,7 +586,7 @@ pub fn reconnect_from_same_port(listen: SocketAddr) -> (std::io::Result<()>, Soc
     // Let the server's FIN reach the client (FIN_WAIT2 -> TIME_WAIT) and
     // the millisecond timestamp clock move on.
     thread::sleep(Duration::from_millis(50));
-    let second = client_socket(client_addr);
+    let second = reusable_client(client_addr);
     let result = second.connect(&server.into());
     if result.is_ok() {
         let (_conn, _) = listener.accept().expect("accept second");
