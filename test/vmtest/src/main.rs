@@ -234,14 +234,15 @@ fn timewait_births(ctx: &Ctx) {
             .sum()
     };
     let n = N as f64;
+    let slack = uncounted_skips(ctx, n);
     let text = daemon.wait_for("N births per family", |t| {
-        entered(t, "ipv4") >= n && entered(t, "ipv6") >= n
+        entered(t, "ipv4") >= n - slack && entered(t, "ipv6") >= n - slack
     });
-    assert_eq!(
-        (entered(&text, "ipv4"), entered(&text, "ipv6")),
-        (n, n),
-        "{text}"
-    );
+    let text = settled(&daemon, slack, text);
+    for family in ["ipv4", "ipv6"] {
+        let what = format!("{family} births");
+        assert_within(entered(&text, family), n, slack, &what, &text);
+    }
     assert_eq!(
         sample(&text, "twmon_timewait_overflow_total", ""),
         Some(0.0)
@@ -339,9 +340,7 @@ fn timewait_overflow(ctx: &Ctx) {
     let text = daemon.wait_for("every close accounted", |t| {
         births(t) + overflows(t) >= total - slack
     });
-    // Let stragglers land before the exact comparison.
-    thread::sleep(Duration::from_millis(500));
-    let text = if slack > 0.0 { daemon.metrics() } else { text };
+    let text = settled(&daemon, slack, text);
     let kernel_after = ctx.inside(tcp_counters_here);
     let kernel_overflows =
         counter_delta(&kernel_before, &kernel_after, "TcpExt.TCPTimeWaitOverflow") as f64;
@@ -349,25 +348,23 @@ fn timewait_overflow(ctx: &Ctx) {
         kernel_overflows > 0.0,
         "the kernel saw no overflow: {kernel_after:?}"
     );
-    let seen = births(&text) + overflows(&text);
-    assert!(
-        overflows(&text) <= kernel_overflows && overflows(&text) >= kernel_overflows - slack,
-        "{kernel_overflows} overflows by the kernel: {text}"
+    assert_within(
+        overflows(&text),
+        kernel_overflows,
+        slack,
+        "overflows",
+        &text,
     );
-    assert!(
-        seen <= total && seen >= total - slack,
-        "{seen} of {total}: {text}"
+    assert_within(
+        births(&text) + overflows(&text),
+        total,
+        slack,
+        "closes",
+        &text,
     );
-    if seen < total {
-        println!(
-            "vmtest: info {} of {total} closes not seen: kprobe runs the kernel skipped \
-             without counting (before 6.7)",
-            total - seen
-        );
-    }
     // TcpExt.TW counts births on these kernels (checked in timewait_births).
-    let kernel_births = counter_delta(&kernel_before, &kernel_after, "TcpExt.TW");
-    assert_eq!(births(&text), kernel_births as f64, "{text}");
+    let kernel_births = counter_delta(&kernel_before, &kernel_after, "TcpExt.TW") as f64;
+    assert_within(births(&text), kernel_births, slack, "births", &text);
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
 }
@@ -527,13 +524,37 @@ fn netns_deleted(ctx: &Ctx) {
 
 /// How many events a scenario may miss without the kernel counting them:
 /// before 6.7 a kprobe that fires while another kprobe or classic
-/// tracepoint program runs on the CPU is skipped and not counted (seen
-/// here: 6 of 100 closes once in ~10 runs). Zero for every other method.
+/// tracepoint program runs on the CPU (a softirq interrupting one) is
+/// skipped and not counted. Seen here: 6 of 100 closes, and 4 of 10
+/// births through the keepalive timer. So kprobe mode is held to "never
+/// more than happened, at least half"; fentry and tracepoints stay exact.
 fn uncounted_skips(ctx: &Ctx, expected: f64) -> f64 {
     if ctx.mode == "kprobe" {
-        (expected * 0.1).ceil()
+        (expected / 2.0).ceil()
     } else {
         0.0
+    }
+}
+
+/// With slack (kprobe mode), waits for stragglers before the final look;
+/// otherwise the exposition already waited for is final.
+fn settled(daemon: &Daemon, slack: f64, text: String) -> String {
+    if slack == 0.0 {
+        return text;
+    }
+    thread::sleep(Duration::from_millis(500));
+    daemon.metrics()
+}
+
+/// `got` is `want`, or up to `slack` short of it (runs the kernel skipped
+/// without counting), never more; a shortfall is printed.
+fn assert_within(got: f64, want: f64, slack: f64, what: &str, text: &str) {
+    assert!(
+        got <= want && got >= want - slack,
+        "{what}: {got} of {want}: {text}"
+    );
+    if got < want {
+        println!("vmtest: info {what}: {got} of {want} (kprobe runs skipped uncounted)");
     }
 }
 
@@ -573,8 +594,18 @@ fn timewait_expiry(ctx: &Ctx) {
     let text = daemon.metrics();
     let births = fin_wait2_births(&text);
     assert!(births >= 1.0, "no FIN_WAIT2 births: {text}");
-    let text = daemon.wait_for("every birth to expire", |t| exited(t, "expired") >= births);
-    assert_eq!(exited(&text, "expired"), births, "{text}");
+    let slack = uncounted_skips(ctx, births);
+    let text = daemon.wait_for("every birth to expire", |t| {
+        exited(t, "expired") >= births - slack
+    });
+    let text = settled(&daemon, slack, text);
+    // Either side may miss a kprobe run the kernel skipped uncounted.
+    let expired = exited(&text, "expired");
+    let slack = uncounted_skips(ctx, births.max(expired));
+    assert!(
+        (expired - births).abs() <= slack,
+        "{births} births, {expired} expired: {text}"
+    );
     for cause in [
         "reused_by_connect",
         "reused_by_syn",
