@@ -442,28 +442,18 @@ impl Table {
         timeout_ns: Option<u64>,
         skaddr: u64,
     ) {
-        if let Some(entry) = self.entries.get_mut(&key) {
-            let same_socket = entry.skaddr == 0 || skaddr == 0 || entry.skaddr == skaddr;
+        if let Some(existing) = self.entries.get(&key).copied() {
+            let same_socket = existing.skaddr == 0 || skaddr == 0 || existing.skaddr == skaddr;
             if same_socket {
-                if source != Source::Probe {
-                    return;
-                }
-                // A snapshot or a transition got there first; the probe
-                // knows better.
-                let was = entry.substate;
-                let newly_confirmed = !entry.confirmed;
-                entry.source = Source::Probe;
-                entry.born_ns = ts_ns;
-                entry.skaddr = skaddr;
-                entry.substate = substate;
-                entry.expires_ns = ts_ns + timeout_ns.unwrap_or(TIMEWAIT_LEN_NS);
-                entry.confirmed = true;
-                if newly_confirmed {
-                    self.start(Source::Probe, key.family, substate);
-                }
-                if was != substate {
-                    bump(&mut self.population, (key.netns, key.family, was), -1);
-                    bump(&mut self.population, (key.netns, key.family, substate), 1);
+                // Something else got there first. A probe knows better than
+                // a snapshot or a transition; a transition explains a socket
+                // a snapshot adopted (its events can reach the ring after
+                // the dump: a producer preempted between reserving and
+                // committing holds back every record behind it).
+                let explains = source == Source::Probe
+                    || (source == Source::Transition && existing.source == Source::Snapshot);
+                if explains {
+                    self.explain(key, existing, ts_ns, source, substate, timeout_ns, skaddr);
                 }
                 return;
             }
@@ -482,6 +472,48 @@ impl Table {
             closer: self.closers.remove(&key),
         };
         self.insert(key, entry);
+    }
+
+    /// Re-attributes the entry at `key` to a better-informed birth report
+    /// of the same socket, carrying the close seen before it.
+    #[allow(clippy::too_many_arguments)]
+    fn explain(
+        &mut self,
+        key: Key,
+        existing: Entry,
+        ts_ns: u64,
+        source: Source,
+        substate: TcpState,
+        timeout_ns: Option<u64>,
+        skaddr: u64,
+    ) {
+        let mut entry = existing;
+        entry.source = source;
+        entry.born_ns = ts_ns;
+        if skaddr != 0 {
+            entry.skaddr = skaddr;
+        }
+        if source == Source::Probe {
+            // Exact; a transition's substate and timeout are guesses and the
+            // snapshot's are kept.
+            entry.substate = substate;
+            entry.expires_ns = ts_ns + timeout_ns.unwrap_or(TIMEWAIT_LEN_NS);
+        }
+        if entry.closer.is_none() {
+            entry.closer = self.closers.remove(&key);
+        }
+        entry.confirmed = true;
+        if existing.confirmed
+            && let Some(n) = self.started.get_mut(&existing.source)
+        {
+            *n = n.saturating_sub(1);
+        }
+        self.start(source, key.family, entry.substate);
+        self.count(&key, &existing, -1);
+        self.count(&key, &entry, 1);
+        if let Some(slot) = self.entries.get_mut(&key) {
+            *slot = entry;
+        }
     }
 
     fn insert(&mut self, key: Key, entry: Entry) {

@@ -408,6 +408,44 @@ fn a_probe_birth_after_adoption_is_the_same_socket() {
 }
 
 #[test]
+fn a_transition_arriving_after_adoption_explains_the_socket() {
+    let mut table = Table::new(Config {
+        derive_births: true,
+        derive_deaths: true,
+        ..Config::default()
+    });
+    let t = tuple(40032, 80);
+    table.reconcile(&snapshot(SEC, &[]));
+    table.apply(&change(
+        2 * SEC,
+        9,
+        t,
+        TcpState::Established,
+        TcpState::FinWait1,
+    ));
+    table.apply(&closer(2 * SEC, 9, t, "curl"));
+    // The dump saw the timewait socket before the CLOSE event was drained
+    // (a stalled producer in the ring holds later records back).
+    table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
+    assert_eq!(table.get(&k(t)).unwrap().source, Source::Snapshot);
+    table.apply(&change(
+        2 * SEC + 5,
+        9,
+        t,
+        TcpState::FinWait2,
+        TcpState::Close,
+    ));
+    let e = *table.get(&k(t)).unwrap();
+    assert_eq!((e.source, e.born_ns), (Source::Transition, 2 * SEC + 5));
+    assert_eq!(e.closer.unwrap().comm.as_string(), "curl");
+    assert_eq!(e.expires_ns, 62 * SEC);
+    let s = table.summary(20, false);
+    assert_eq!(s.by_process, vec![((0, "curl".to_string()), 1)]);
+    assert_eq!(s.started.values().sum::<u64>(), 1);
+    assert_eq!(s.derived_births.values().sum::<u64>(), 1);
+}
+
+#[test]
 fn reincarnation_after_assassination_within_the_guard_window() {
     let mut table = Table::new(Config::default());
     // (local port, how it ended, when the four-tuple came back)
