@@ -32,7 +32,12 @@ enum Command {
     /// including the ones that need root and a real kernel, and vm-test.
     Test,
     /// Boot Debian's 6.1 kernel under QEMU and run the in-guest scenarios.
-    VmTest,
+    VmTest {
+        /// Run only the scenarios whose name contains this (for working on
+        /// one; `test` always runs them all).
+        #[arg(long, value_name = "SCENARIO")]
+        only: Option<String>,
+    },
 }
 
 fn main() {
@@ -41,9 +46,11 @@ fn main() {
         Command::Setup => setup::run(),
         Command::Run { args } => tasks::run(&args),
         Command::Test => tasks::test(),
-        Command::VmTest => setup::run().and_then(|()| vm::vm_test()).map(|v| {
-            println!("vm-test: {} passed, {} failed", v.passed, v.failed);
-        }),
+        Command::VmTest { only } => setup::run()
+            .and_then(|()| vm::vm_test(only.as_deref()))
+            .map(|v| {
+                println!("vm-test: {} passed, {} failed", v.passed, v.failed);
+            }),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

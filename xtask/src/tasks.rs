@@ -67,7 +67,7 @@ pub fn test() -> Result<()> {
         .args(["test", "--", "--include-ignored"]);
     let mut totals = run_tests(&mut cmd)?;
     // The same scenarios on a real 6.1 kernel with kprobes and fentry.
-    let vm = crate::vm::vm_test()?;
+    let vm = crate::vm::vm_test(None)?;
     totals.passed += vm.passed;
     totals.failed += vm.failed;
     // One closing line for the whole run, so the last word is not the

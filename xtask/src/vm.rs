@@ -41,13 +41,20 @@ pub struct Verdict {
     pub failed: u64,
 }
 
-/// Runs the guest scenarios; the caller has run `setup` already.
-pub fn vm_test() -> Result<Verdict> {
+/// Runs the guest scenarios (those whose name contains `only`, if given);
+/// the caller has run `setup` already.
+pub fn vm_test(only: Option<&str>) -> Result<Verdict> {
+    // It travels on the kernel command line, which splits on spaces.
+    if let Some(only) = only
+        && (only.is_empty() || !only.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        bail!("--only takes part of a scenario name (letters, digits, _), not {only:?}");
+    }
     packages()?;
     let kernel = kernel()?;
     let bins = build_guest_binaries()?;
     let initrd = initramfs(&kernel, &bins)?;
-    boot(&kernel.vmlinuz, &initrd)
+    boot(&kernel.vmlinuz, &initrd, only)
 }
 
 fn packages() -> Result<()> {
@@ -230,14 +237,20 @@ fn initramfs(kernel: &Kernel, bins: &GuestBinaries) -> Result<PathBuf> {
     Ok(initrd)
 }
 
-fn boot(vmlinuz: &Path, initrd: &Path) -> Result<Verdict> {
+fn boot(vmlinuz: &Path, initrd: &Path, only: Option<&str>) -> Result<Verdict> {
+    // Parameters the kernel does not know reach init's environment.
+    let mut append = "console=ttyS0 quiet panic=-1".to_string();
+    if let Some(only) = only {
+        append.push_str(&format!(" TWMON_VMTEST_ONLY={only}"));
+    }
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .arg("-append")
+        .arg(&append)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

@@ -91,8 +91,13 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("/bin/twmon"));
     println!("vmtest: kernel {}", monitor::kernel_release());
 
+    // Set by `cargo xtask vm-test --only` through the kernel command line.
+    let only = std::env::var("TWMON_VMTEST_ONLY").ok();
     let (mut passed, mut failed) = (0, 0);
     for (name, scenario, modes) in SCENARIOS {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         for mode in *modes {
             let netns = PathBuf::from(format!("/run/netns/{name}-{mode}"));
             create_netns_at(&netns);
