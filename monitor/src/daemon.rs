@@ -7,7 +7,7 @@ use std::{
     io::BufWriter,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -29,6 +29,7 @@ use crate::{
     record::{Meta, Writer},
     state::State,
     table::{self, SnapshotRound},
+    vanished::{self, Vanished},
     web_config::WebConfig,
 };
 
@@ -200,7 +201,19 @@ async fn run_async(
     };
     let mut state = State::new(config);
     // Seeded from a snapshot, so what is already in TIME_WAIT is known.
-    let initial = snapshot(scope.clone(), own.inode).await?;
+    // The kernel reports purges itself where the hook is attached; it is
+    // given time to before the table concludes anything.
+    let grace = if attached("timewait_purge") {
+        vanished::PURGE_GRACE
+    } else {
+        Duration::ZERO
+    };
+    let mut snapshots = Snapshots {
+        scope: scope.clone(),
+        own_inode: own.inode,
+        vanished: Vanished::new(grace),
+    };
+    let initial = snapshots.round().await?.unwrap_or_default();
     if let Some(rec) = recorder.as_mut() {
         rec.snapshot(&initial).context("writing the recording")?;
     }
@@ -242,12 +255,7 @@ async fn run_async(
     // first: the table then has every event older than the dump.
     let (rounds_tx, rounds_rx) = mpsc::channel(1);
     let events = tokio::spawn(read_events(ring, shared.clone(), rounds_rx, recorder));
-    let snapshots = tokio::spawn(snapshot_loop(
-        scope,
-        own.inode,
-        args.snapshot_interval,
-        rounds_tx,
-    ));
+    let snapshots = tokio::spawn(snapshot_loop(snapshots, args.snapshot_interval, rounds_tx));
     let mut http_stop = stop_rx.clone();
     let mut server = tokio::spawn(http::serve(listener, shared.clone(), web, async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -346,45 +354,68 @@ fn drain(
     Ok(())
 }
 
-async fn snapshot(scope: Scope, own_inode: u32) -> Result<SnapshotRound> {
-    tokio::task::spawn_blocking(move || {
-        let (namespaces, strict, complete) = match scope {
-            Scope::One(ns) => {
-                if let Some(round) = gone(&ns) {
-                    return Ok(round);
-                }
-                (vec![ns], true, false)
-            }
-            Scope::All => (netns::discover(), false, true),
-        };
-        diag::snapshot_round(&namespaces, own_inode, strict, complete)
-    })
-    .await
-    .context("sock_diag worker panicked")?
+/// Takes the sock_diag snapshot rounds, and says when a watched namespace
+/// is gone for good (see `vanished`).
+struct Snapshots {
+    scope: Scope,
+    own_inode: u32,
+    vanished: Vanished,
 }
 
-/// The round that says the watched namespace is gone, when its file was
-/// removed and no process or bind mount reaches it any more: it is being
-/// torn down, and its timewait sockets with it (on some kernels without
-/// the death hook seeing it, e.g. Debian's 6.1). twmon cannot hold the
-/// namespace open to watch it, since that would keep it alive.
-fn gone(ns: &Netns) -> Option<SnapshotRound> {
-    if ns.path.exists() || netns::discover().iter().any(|n| n.inode == ns.inode) {
-        return None;
+impl Snapshots {
+    /// The next round; `None` while the watched namespace is missing but
+    /// still within its grace (nothing to dump, nothing to conclude).
+    async fn round(&mut self) -> Result<Option<SnapshotRound>> {
+        let scope = self.scope.clone();
+        let own_inode = self.own_inode;
+        let (mut round, reachable) = tokio::task::spawn_blocking(move || {
+            let (namespaces, strict) = match scope {
+                Scope::One(ns) if reachable(&ns) => (vec![ns], true),
+                Scope::One(_) => (Vec::new(), true),
+                Scope::All => (netns::discover(), false),
+            };
+            let reachable: Vec<u32> = namespaces.iter().map(|ns| ns.inode).collect();
+            diag::snapshot_round(&namespaces, own_inode, strict, false).map(|r| (r, reachable))
+        })
+        .await
+        .context("sock_diag worker panicked")??;
+        let look = self.vanished.look(&reachable, Instant::now());
+        match &self.scope {
+            Scope::One(ns) if reachable.is_empty() => {
+                if look.existing.contains(&ns.inode) {
+                    return Ok(None);
+                }
+                if !look.gone.is_empty() {
+                    log::warn!(
+                        "the watched namespace {} is gone; its timewait sockets still in the \
+                         table are taken as purged",
+                        ns.path.display()
+                    );
+                }
+                round.existing = Some(Vec::new());
+            }
+            Scope::One(_) => {}
+            Scope::All => {
+                for ns in &look.gone {
+                    log::info!("network namespace {ns} is gone");
+                }
+                round.existing = Some(look.existing);
+            }
+        }
+        Ok(Some(round))
     }
-    log::warn!(
-        "the watched namespace {} is gone; its timewait sockets are taken as purged",
-        ns.path.display()
-    );
-    Some(SnapshotRound {
-        namespaces: Vec::new(),
-        existing: Some(Vec::new()),
-    })
+}
+
+/// Whether the watched namespace can still be reached: its file is there,
+/// or a process or bind mount holds it. Once not, it is being torn down,
+/// and its timewait sockets with it. twmon cannot hold it open to watch
+/// it, since that would keep it alive.
+fn reachable(ns: &Netns) -> bool {
+    ns.path.exists() || netns::discover().iter().any(|n| n.inode == ns.inode)
 }
 
 async fn snapshot_loop(
-    scope: Scope,
-    own_inode: u32,
+    mut snapshots: Snapshots,
     every: Duration,
     rounds: mpsc::Sender<SnapshotRound>,
 ) -> Result<()> {
@@ -393,8 +424,9 @@ async fn snapshot_loop(
     tick.tick().await; // the first tick is immediate; the initial dump already ran
     loop {
         tick.tick().await;
-        match snapshot(scope.clone(), own_inode).await {
-            Ok(round) => {
+        match snapshots.round().await {
+            Ok(None) => {}
+            Ok(Some(round)) => {
                 if rounds.send(round).await.is_err() {
                     return Ok(());
                 }

@@ -30,6 +30,7 @@ pub mod stats;
 pub mod table;
 pub mod top;
 pub mod tracefs;
+pub mod vanished;
 pub mod web_config;
 
 /// Release of the running kernel (`uname -r`), empty if unreadable.

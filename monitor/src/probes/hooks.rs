@@ -231,6 +231,16 @@ pub const HOOKS: &[Hook] = &[
                 "inet_hash_connect_kretprobe",
                 true,
             ),
+        ],
+    },
+    // A namespace's teardown: the purge's kill may be inlined (Debian's
+    // 6.1), so its deaths are seen where each socket is freed, by the
+    // purging thread. Also gives `timewait_death` its `purged` cause where
+    // the kill is not inlined.
+    Hook {
+        name: "timewait_purge",
+        fields_known: timewait_fields,
+        parts: &[
             part(
                 "inet_twsk_purge",
                 0,
@@ -238,7 +248,7 @@ pub const HOOKS: &[Hook] = &[
                 false,
                 "inet_twsk_purge_fentry",
                 "inet_twsk_purge_kprobe",
-                true,
+                false,
             ),
             part(
                 "inet_twsk_purge",
@@ -247,7 +257,16 @@ pub const HOOKS: &[Hook] = &[
                 true,
                 "inet_twsk_purge_fexit",
                 "inet_twsk_purge_kretprobe",
-                true,
+                false,
+            ),
+            part(
+                "tcp_twsk_destructor",
+                1,
+                false,
+                false,
+                "tcp_twsk_destructor_fentry",
+                "tcp_twsk_destructor_kprobe",
+                false,
             ),
         ],
     },
