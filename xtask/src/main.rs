@@ -3,6 +3,7 @@
 //! `cargo xtask setup` makes a fresh machine ready; `run` and `test` call it
 //! first, so each is a single command on a machine that has only rustup.
 
+mod kernels;
 mod setup;
 mod tasks;
 mod util;
@@ -31,7 +32,8 @@ enum Command {
     /// Lint (fmt, clippy for userspace and eBPF) and run every test,
     /// including the ones that need root and a real kernel, and vm-test.
     Test,
-    /// Boot Debian's 6.1 kernel under QEMU and run the in-guest scenarios.
+    /// Boot Debian's 6.1 and 6.18 kernels under QEMU and run the in-guest
+    /// scenarios on each.
     VmTest {
         /// Run only the scenarios whose name contains this (for working on
         /// one; `test` always runs them all).

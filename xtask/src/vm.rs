@@ -1,8 +1,8 @@
-//! `cargo xtask vm-test`: boots a real Debian 6.1 kernel under QEMU (TCG:
-//! KVM is not usable on these machines) with an initramfs of busybox, the
-//! static twmon and the static scenario runner, and reads the verdict from
-//! the serial console. Everything it needs it installs or downloads itself
-//! and caches in `.tools/vm/`.
+//! `cargo xtask vm-test`: boots real Debian kernels (6.1 and 6.18, see
+//! `kernels`) under QEMU (TCG: KVM is not usable on these machines) with an
+//! initramfs of busybox, the static twmon and the static scenario runner,
+//! and reads the verdict from the serial console. Everything it needs it
+//! installs or downloads itself and caches in `.tools/vm/`.
 
 use std::{
     fs,
@@ -18,19 +18,11 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    kernels::{self, KERNELS, Kernel},
     setup::{self, MUSL_TARGET},
     util::{cargo, on_path, output, run as sh, workspace_root},
 };
 
-/// The metapackage whose dependency names the current 6.1 cloud kernel.
-const KERNEL_META: &str = "linux-image-cloud-amd64";
-/// Modules the guest needs: inet_diag for sock_diag dumps (built as modules
-/// in Debian), veth for multi-host scenarios.
-const MODULES: &[&str] = &[
-    "kernel/net/ipv4/inet_diag.ko",
-    "kernel/net/ipv4/tcp_diag.ko",
-    "kernel/drivers/net/veth.ko",
-];
 /// Generous: a TCG boot takes seconds, but CI machines may be slow.
 const TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -51,10 +43,29 @@ pub fn vm_test(only: Option<&str>) -> Result<Verdict> {
         bail!("--only takes part of a scenario name (letters, digits, _), not {only:?}");
     }
     packages()?;
-    let kernel = kernel()?;
     let bins = build_guest_binaries()?;
-    let initrd = initramfs(&kernel, &bins)?;
-    boot(&kernel.vmlinuz, &initrd, only)
+    // Every kernel runs, so one failing does not hide how the other does.
+    let mut total = Verdict::default();
+    let mut failures = Vec::new();
+    for spec in KERNELS {
+        let verdict = kernels::fetch(spec)
+            .and_then(|kernel| {
+                let initrd = initramfs(&kernel, &bins)?;
+                boot(&kernel.vmlinuz, &initrd, only)
+            })
+            .with_context(|| format!("kernel {}", spec.name));
+        match verdict {
+            Ok(v) => {
+                eprintln!("xtask: kernel {}: {} passed", spec.name, v.passed);
+                total.passed += v.passed;
+            }
+            Err(err) => failures.push(format!("{err:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(total)
 }
 
 fn packages() -> Result<()> {
@@ -68,90 +79,20 @@ fn packages() -> Result<()> {
     if !on_path("cpio") {
         missing.push("cpio");
     }
+    for (tool, package) in kernels::TOOLS {
+        if !on_path(tool) {
+            missing.push(package);
+        }
+    }
+    if !Path::new(kernels::KEYRING).is_file() {
+        missing.push("debian-archive-keyring");
+    }
     setup::install_debian(&missing)
 }
 
 fn deb_installed(pkg: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
         .is_some_and(|s| s.trim() == "install ok installed")
-}
-
-struct Kernel {
-    vmlinuz: PathBuf,
-    modules: Vec<PathBuf>,
-}
-
-fn vm_dir() -> PathBuf {
-    workspace_root().join(".tools/vm")
-}
-
-/// Downloads (once) the kernel package the metapackage points at and
-/// extracts the kernel image and the modules the guest needs.
-fn kernel() -> Result<Kernel> {
-    let dir = vm_dir().join("kernel");
-    let stamp = dir.join("PACKAGE");
-    let vmlinuz = dir.join("vmlinuz");
-    let modules: Vec<PathBuf> = MODULES
-        .iter()
-        .map(|m| dir.join(Path::new(m).file_name().unwrap_or_default()))
-        .collect();
-    if stamp.is_file() && vmlinuz.is_file() && modules.iter().all(|m| m.is_file()) {
-        return Ok(Kernel { vmlinuz, modules });
-    }
-
-    let package = kernel_package().or_else(|_| {
-        sh(Command::new("apt-get").args(["update", "-q"]))?;
-        kernel_package()
-    })?;
-    eprintln!("xtask: downloading {package} for the QEMU guest");
-    let dl = vm_dir().join("download");
-    let _ = fs::remove_dir_all(&dl);
-    fs::create_dir_all(&dl)?;
-    sh(Command::new("apt-get")
-        .current_dir(&dl)
-        .args(["download", "-q", &package]))
-    .with_context(|| format!("could not download {package} from Debian's archive"))?;
-    let deb = fs::read_dir(&dl)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
-    let tree = dl.join("tree");
-    sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-
-    fs::create_dir_all(&dir)?;
-    let boot = tree.join("boot");
-    let image = fs::read_dir(&boot)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
-    fs::copy(&image, &vmlinuz)?;
-    let release = image
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .trim_start_matches("vmlinuz-")
-        .to_string();
-    for (module, dest) in MODULES.iter().zip(&modules) {
-        let src = tree.join("lib/modules").join(&release).join(module);
-        fs::copy(&src, dest).with_context(|| format!("missing module {}", src.display()))?;
-    }
-    fs::write(&stamp, format!("{package}\n"))?;
-    let _ = fs::remove_dir_all(&dl);
-    Ok(Kernel { vmlinuz, modules })
-}
-
-fn kernel_package() -> Result<String> {
-    let deps = output(Command::new("apt-cache").args(["depends", KERNEL_META]))
-        .with_context(|| format!("apt-cache knows no {KERNEL_META}"))?;
-    deps.lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends:"))
-        .map(str::trim)
-        .find(|p| p.starts_with("linux-image-"))
-        .map(str::to_string)
-        .with_context(|| format!("{KERNEL_META} depends on no linux-image package"))
 }
 
 struct GuestBinaries {
@@ -202,7 +143,9 @@ poweroff -f
 "#;
 
 fn initramfs(kernel: &Kernel, bins: &GuestBinaries) -> Result<PathBuf> {
-    let out = workspace_root().join("target/vmtest");
+    let out = workspace_root()
+        .join("target/vmtest")
+        .join(format!("kernel-{}", kernel.name));
     let root = out.join("initramfs");
     let _ = fs::remove_dir_all(&root);
     for d in ["bin", "proc", "sys", "dev", "tmp", "run", "modules"] {

@@ -1,0 +1,383 @@
+//! The guest kernels vm-test boots, fetched from Debian and cached in
+//! `.tools/vm/kernel-<name>/`: the image and the few modules the guest
+//! loads.
+//!
+//! Two kernels, because the hooks differ between them: Debian bookworm's
+//! 6.1 (3-argument `tcp_timewait_state_process`, no reason in
+//! `tcp:tcp_send_reset`, the purge's kill inlined, kprobes skipped
+//! uncounted) and 6.18 from trixie-backports (5 arguments, reasons, the
+//! kill out of line).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{output, run as sh, workspace_root};
+
+/// Where a kernel package comes from.
+pub enum Source {
+    /// The package this machine's apt sources (bookworm) name as the
+    /// dependency of a metapackage.
+    Apt { meta: &'static str },
+    /// The newest `linux-image-<series>.N+…-cloud-amd64` of a suite this
+    /// machine has no apt source for, checked against the archive's signed
+    /// InRelease, then the index's and the package's SHA-256.
+    Archive {
+        suite: &'static str,
+        series: &'static str,
+    },
+}
+
+pub struct Spec {
+    /// Short name for logs and the cache directory.
+    pub name: &'static str,
+    pub source: Source,
+}
+
+pub const KERNELS: &[Spec] = &[
+    Spec {
+        name: "6.1",
+        source: Source::Apt {
+            meta: "linux-image-cloud-amd64",
+        },
+    },
+    Spec {
+        name: "6.18",
+        source: Source::Archive {
+            suite: "trixie-backports",
+            series: "6.18",
+        },
+    },
+];
+
+/// Modules the guest needs: inet_diag for sock_diag dumps (built as modules
+/// in Debian), veth for multi-host scenarios. Newer packages compress them.
+const MODULES: &[&str] = &[
+    "kernel/net/ipv4/inet_diag.ko",
+    "kernel/net/ipv4/tcp_diag.ko",
+    "kernel/drivers/net/veth.ko",
+];
+
+const MIRROR: &str = "http://deb.debian.org/debian";
+pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+pub struct Kernel {
+    pub name: &'static str,
+    pub vmlinuz: PathBuf,
+    pub modules: Vec<PathBuf>,
+}
+
+/// Debian packages the fetching needs.
+pub const TOOLS: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("gpgv", "gpgv"),
+    ("xz", "xz-utils"),
+    ("dpkg-deb", "dpkg"),
+];
+
+/// The kernel of `spec`, downloaded and extracted once.
+pub fn fetch(spec: &Spec) -> Result<Kernel> {
+    let dir = workspace_root()
+        .join(".tools/vm")
+        .join(format!("kernel-{}", spec.name));
+    let stamp = dir.join("PACKAGE");
+    let kernel = Kernel {
+        name: spec.name,
+        vmlinuz: dir.join("vmlinuz"),
+        modules: MODULES
+            .iter()
+            .map(|m| dir.join(Path::new(m).file_name().unwrap_or_default()))
+            .collect(),
+    };
+    if stamp.is_file() && kernel.vmlinuz.is_file() && kernel.modules.iter().all(|m| m.is_file()) {
+        return Ok(kernel);
+    }
+
+    let dl = dir.with_extension("download");
+    let _ = fs::remove_dir_all(&dl);
+    fs::create_dir_all(&dl)?;
+    let (package, deb) = match &spec.source {
+        Source::Apt { meta } => apt_download(meta, &dl)?,
+        Source::Archive { suite, series } => archive_download(suite, series, &dl)?,
+    };
+    let tree = dl.join("tree");
+    sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+
+    fs::create_dir_all(&dir)?;
+    let boot = tree.join("boot");
+    let image = fs::read_dir(&boot)
+        .with_context(|| format!("{package} has no /boot"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
+    fs::copy(&image, &kernel.vmlinuz)?;
+    let release = image
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .trim_start_matches("vmlinuz-")
+        .to_string();
+    for (module, dest) in MODULES.iter().zip(&kernel.modules) {
+        extract_module(&tree, &release, module, dest)
+            .with_context(|| format!("{package}: module {module}"))?;
+    }
+    fs::write(&stamp, format!("{package}\n"))?;
+    let _ = fs::remove_dir_all(&dl);
+    Ok(kernel)
+}
+
+/// Copies a module out of an extracted package, uncompressing it: the
+/// guest's busybox insmod takes plain ELF only.
+fn extract_module(tree: &Path, release: &str, module: &str, dest: &Path) -> Result<()> {
+    for base in ["lib/modules", "usr/lib/modules"] {
+        let plain = tree.join(base).join(release).join(module);
+        if plain.is_file() {
+            fs::copy(&plain, dest)?;
+            return Ok(());
+        }
+        let xz = plain.with_extension("ko.xz");
+        if xz.is_file() {
+            let out = Command::new("xz")
+                .arg("-dc")
+                .arg(&xz)
+                .output()
+                .context("running xz")?;
+            if !out.status.success() {
+                bail!("xz -dc {} failed: {}", xz.display(), out.status);
+            }
+            fs::write(dest, out.stdout)?;
+            return Ok(());
+        }
+    }
+    bail!("not in the package (looked for .ko and .ko.xz)")
+}
+
+fn apt_download(meta: &str, dl: &Path) -> Result<(String, PathBuf)> {
+    let package = apt_package(meta).or_else(|_| {
+        sh(Command::new("apt-get").args(["update", "-q"]))?;
+        apt_package(meta)
+    })?;
+    eprintln!("xtask: downloading {package} for the QEMU guest");
+    sh(Command::new("apt-get")
+        .current_dir(dl)
+        .args(["download", "-q", &package]))
+    .with_context(|| format!("could not download {package} from Debian's archive"))?;
+    let deb = fs::read_dir(dl)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    Ok((package, deb))
+}
+
+fn apt_package(meta: &str) -> Result<String> {
+    let deps = output(Command::new("apt-cache").args(["depends", meta]))
+        .with_context(|| format!("apt-cache knows no {meta}"))?;
+    deps.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-"))
+        .map(str::to_string)
+        .with_context(|| format!("{meta} depends on no linux-image package"))
+}
+
+fn archive_download(suite: &str, series: &str, dl: &Path) -> Result<(String, PathBuf)> {
+    let dist = format!("{MIRROR}/dists/{suite}");
+    let in_release = dl.join("InRelease");
+    curl(&format!("{dist}/InRelease"), &in_release)?;
+    // Only what the signature covers is read.
+    let signed = dl.join("Release");
+    sh(Command::new("gpgv")
+        .args(["--quiet", "--keyring", KEYRING, "--output"])
+        .arg(&signed)
+        .arg(&in_release))
+    .with_context(|| format!("{suite}'s InRelease is not signed by a key in {KEYRING}"))?;
+    let release = fs::read_to_string(&signed)?;
+    let index = "main/binary-amd64/Packages.xz";
+    let (index_sha, _) = release_sha256(&release, index)
+        .with_context(|| format!("{suite}'s Release lists no {index}"))?;
+    let packages_xz = dl.join("Packages.xz");
+    curl(&format!("{dist}/{index}"), &packages_xz)?;
+    check_sha256(&packages_xz, &index_sha)?;
+    let out = Command::new("xz")
+        .arg("-dc")
+        .arg(&packages_xz)
+        .output()
+        .context("running xz")?;
+    if !out.status.success() {
+        bail!("xz -dc {} failed: {}", packages_xz.display(), out.status);
+    }
+    let packages = String::from_utf8_lossy(&out.stdout);
+    let pick = newest_cloud_image(&packages, series)
+        .with_context(|| format!("{suite} has no linux-image-{series}.*-cloud-amd64 any more"))?;
+    eprintln!(
+        "xtask: downloading {} from {suite} for the QEMU guest",
+        pick.package
+    );
+    let deb = dl.join("kernel.deb");
+    curl(&format!("{MIRROR}/{}", pick.filename), &deb)?;
+    check_sha256(&deb, &pick.sha256)?;
+    Ok((pick.package, deb))
+}
+
+fn curl(url: &str, to: &Path) -> Result<()> {
+    sh(Command::new("curl")
+        .args(["--fail", "--silent", "--show-error", "--location"])
+        .args(["--retry", "3", "--max-time", "600", "--output"])
+        .arg(to)
+        .arg(url))
+    .with_context(|| format!("could not download {url}"))
+}
+
+fn check_sha256(file: &Path, want: &str) -> Result<()> {
+    let out = output(Command::new("sha256sum").arg(file))
+        .with_context(|| format!("sha256sum {}", file.display()))?;
+    let got = out.split_whitespace().next().unwrap_or_default();
+    if got != want {
+        bail!(
+            "{} has SHA-256 {got}, the signed index says {want}: a broken or tampered download",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// The SHA-256 and size of `path` in a Release file's `SHA256:` list.
+fn release_sha256(release: &str, path: &str) -> Option<(String, u64)> {
+    let mut in_sha256 = false;
+    for line in release.lines() {
+        if !line.starts_with(' ') {
+            in_sha256 = line.trim_end() == "SHA256:";
+            continue;
+        }
+        if !in_sha256 {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(sha), Some(size), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if name == path {
+            return Some((sha.to_string(), size.parse().ok()?));
+        }
+    }
+    None
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Pick {
+    package: String,
+    filename: String,
+    sha256: String,
+}
+
+/// The newest `linux-image-<series>.N+…-cloud-amd64` in a Packages index,
+/// by N (not `-dbg` or `-unsigned`).
+fn newest_cloud_image(packages: &str, series: &str) -> Option<Pick> {
+    let prefix = format!("linux-image-{series}.");
+    let mut best: Option<(u32, Pick)> = None;
+    for stanza in packages.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                .map(str::to_string)
+        };
+        let Some(package) = field("Package") else {
+            continue;
+        };
+        let Some(rest) = package.strip_prefix(&prefix) else {
+            continue;
+        };
+        if !package.ends_with("-cloud-amd64") {
+            continue;
+        }
+        let Some(patch) = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let (Some(filename), Some(sha256)) = (field("Filename"), field("SHA256")) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(n, _)| patch > *n) {
+            best = Some((
+                patch,
+                Pick {
+                    package,
+                    filename,
+                    sha256,
+                },
+            ));
+        }
+    }
+    best.map(|(_, pick)| pick)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_cloud_image_of_the_series_is_picked() {
+        let packages = "\
+Package: linux-image-6.18.9+deb13-cloud-amd64
+Filename: pool/a_6.18.9.deb
+SHA256: 09
+
+Package: linux-image-6.18.15+deb13-cloud-amd64
+Filename: pool/a_6.18.15.deb
+SHA256: 15
+
+Package: linux-image-6.18.15+deb13-cloud-amd64-dbg
+Filename: pool/dbg.deb
+SHA256: 99
+
+Package: linux-image-6.18.16+deb13-amd64
+Filename: pool/generic.deb
+SHA256: 16
+
+Package: linux-image-7.3.4+deb13-cloud-amd64
+Filename: pool/seven.deb
+SHA256: 73
+";
+        assert_eq!(
+            newest_cloud_image(packages, "6.18"),
+            Some(Pick {
+                package: "linux-image-6.18.15+deb13-cloud-amd64".into(),
+                filename: "pool/a_6.18.15.deb".into(),
+                sha256: "15".into(),
+            })
+        );
+        assert_eq!(newest_cloud_image(packages, "6.12"), None);
+    }
+
+    #[test]
+    fn release_sha256_reads_only_its_own_list() {
+        let release = "\
+Origin: Debian
+MD5Sum:
+ aaaa 10 main/binary-amd64/Packages.xz
+SHA256:
+ bbbb 20 main/binary-amd64/Packages.gz
+ cccc 30 main/binary-amd64/Packages.xz
+";
+        assert_eq!(
+            release_sha256(release, "main/binary-amd64/Packages.xz"),
+            Some(("cccc".to_string(), 30))
+        );
+        assert_eq!(
+            release_sha256(release, "main/binary-i386/Packages.xz"),
+            None
+        );
+    }
+}
