@@ -144,15 +144,7 @@ fn extract_module(tree: &Path, release: &str, module: &str, dest: &Path) -> Resu
         }
         let xz = plain.with_extension("ko.xz");
         if xz.is_file() {
-            let out = Command::new("xz")
-                .arg("-dc")
-                .arg(&xz)
-                .output()
-                .context("running xz")?;
-            if !out.status.success() {
-                bail!("xz -dc {} failed: {}", xz.display(), out.status);
-            }
-            fs::write(dest, out.stdout)?;
+            fs::write(dest, unxz(&xz)?)?;
             return Ok(());
         }
     }
@@ -205,15 +197,8 @@ fn archive_download(suite: &str, series: &str, dl: &Path) -> Result<(String, Pat
     let packages_xz = dl.join("Packages.xz");
     curl(&format!("{dist}/{index}"), &packages_xz)?;
     check_sha256(&packages_xz, &index_sha)?;
-    let out = Command::new("xz")
-        .arg("-dc")
-        .arg(&packages_xz)
-        .output()
-        .context("running xz")?;
-    if !out.status.success() {
-        bail!("xz -dc {} failed: {}", packages_xz.display(), out.status);
-    }
-    let packages = String::from_utf8_lossy(&out.stdout);
+    let packages = unxz(&packages_xz)?;
+    let packages = String::from_utf8_lossy(&packages);
     let pick = newest_cloud_image(&packages, series)
         .with_context(|| format!("{suite} has no linux-image-{series}.*-cloud-amd64 any more"))?;
     eprintln!(
@@ -224,6 +209,18 @@ fn archive_download(suite: &str, series: &str, dl: &Path) -> Result<(String, Pat
     curl(&format!("{MIRROR}/{}", pick.filename), &deb)?;
     check_sha256(&deb, &pick.sha256)?;
     Ok((pick.package, deb))
+}
+
+fn unxz(file: &Path) -> Result<Vec<u8>> {
+    let out = Command::new("xz")
+        .arg("-dc")
+        .arg(file)
+        .output()
+        .context("running xz")?;
+    if !out.status.success() {
+        bail!("xz -dc {} failed: {}", file.display(), out.status);
+    }
+    Ok(out.stdout)
 }
 
 fn curl(url: &str, to: &Path) -> Result<()> {
