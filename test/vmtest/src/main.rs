@@ -631,12 +631,15 @@ fn fin_wait2_births(t: &str) -> f64 {
 
 /// With tcp_fin_timeout=1, orphaned FIN_WAIT2 timewait sockets (the server
 /// never sends its FIN) expire after a second: every one born is seen to
-/// expire, and nothing dies otherwise.
+/// expire, and nothing dies otherwise. The kernel counts a timewait socket
+/// scheduled for 4 s or less in TcpExt.TWKilled (not TW), so the births
+/// must equal that.
 fn timewait_expiry(ctx: &Ctx) {
     ctx.inside(|| {
         fs::write("/proc/sys/net/ipv4/tcp_fin_timeout", "1").expect("tcp_fin_timeout");
     });
     let daemon = ctx.start(&[]);
+    let kernel_before = ctx.inside(tcp_counters_here);
     let held = ctx.inside(|| {
         testkit::client_closes_server_holds(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 10)
     });
@@ -667,7 +670,24 @@ fn timewait_expiry(ctx: &Ctx) {
     ] {
         assert_eq!(exited(&text, cause), 0.0, "{cause}: {text}");
     }
-    println!("vmtest: info {births} FIN_WAIT2 timewait sockets born and expired");
+    let kernel_after = ctx.inside(tcp_counters_here);
+    let killed = counter_delta(&kernel_before, &kernel_after, "TcpExt.TWKilled") as f64;
+    let slack = uncounted_skips(ctx, killed);
+    assert_within(
+        births,
+        killed,
+        slack,
+        "FIN_WAIT2 births = TcpExt.TWKilled",
+        &text,
+    );
+    assert_eq!(
+        counter_delta(&kernel_before, &kernel_after, "TcpExt.TW"),
+        0,
+        "no full-length TIME_WAIT here"
+    );
+    println!(
+        "vmtest: info {births} FIN_WAIT2 timewait sockets born and expired, TcpExt.TWKilled +{killed}"
+    );
     drop(held);
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
