@@ -343,7 +343,14 @@ impl Table {
                                 0,
                             );
                         }
-                        self.closers.remove(&key);
+                        // After FIN_WAIT2 or CLOSING a timewait socket was
+                        // born (or refused), and its birth took the closer.
+                        // One still here means that birth's probe run was
+                        // lost: keep it for the snapshot that will adopt the
+                        // socket. A later close of the four-tuple replaces it.
+                        if !matches!(from, TcpState::FinWait2 | TcpState::Closing) {
+                            self.closers.remove(&key);
+                        }
                     }
                     _ => {}
                 }
@@ -742,7 +749,7 @@ impl Table {
                 expires_ns,
                 skaddr: 0,
                 segments: 0,
-                closer: None,
+                closer: self.closers.remove(&key),
             };
             self.insert(key, entry);
         }

@@ -446,6 +446,48 @@ fn a_transition_arriving_after_adoption_explains_the_socket() {
 }
 
 #[test]
+fn an_adopted_socket_gets_the_closer_its_lost_birth_would_have_carried() {
+    // Probe mode: the birth's kprobe run was skipped (counted lost), the
+    // transitions and the closer arrived.
+    let mut table = Table::new(Config::default());
+    let t = tuple(40033, 80);
+    table.reconcile(&snapshot(SEC, &[]));
+    let (established, fin_wait1) = (TcpState::Established, TcpState::FinWait1);
+    table.apply(&change(2 * SEC, 9, t, established, fin_wait1));
+    table.apply(&closer(2 * SEC, 9, t, "curl"));
+    table.apply(&change(
+        2 * SEC + 5,
+        9,
+        t,
+        TcpState::FinWait2,
+        TcpState::Close,
+    ));
+    assert!(table.get(&k(t)).is_none());
+    table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
+    let e = *table.get(&k(t)).unwrap();
+    assert_eq!(e.source, Source::Snapshot);
+    assert_eq!(e.closer.unwrap().comm.as_string(), "curl");
+    assert_eq!(
+        table.summary(20, false).by_process,
+        vec![((0, "curl".to_string()), 1)]
+    );
+}
+
+#[test]
+fn an_aborted_connection_leaves_no_closer_behind() {
+    let mut table = Table::new(Config::default());
+    let t = tuple(40034, 80);
+    table.reconcile(&snapshot(SEC, &[]));
+    let (established, fin_wait1) = (TcpState::Established, TcpState::FinWait1);
+    table.apply(&change(2 * SEC, 9, t, established, fin_wait1));
+    table.apply(&closer(2 * SEC, 9, t, "curl"));
+    // An RST in FIN_WAIT1: no timewait socket.
+    table.apply(&change(2 * SEC + 5, 9, t, fin_wait1, TcpState::Close));
+    table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
+    assert_eq!(table.get(&k(t)).unwrap().closer, None);
+}
+
+#[test]
 fn reincarnation_after_assassination_within_the_guard_window() {
     let mut table = Table::new(Config::default());
     // (local port, how it ended, when the four-tuple came back)
