@@ -239,11 +239,12 @@ fn timewait_births(ctx: &Ctx) {
             .sum()
     };
     let n = N as f64;
-    let slack = uncounted_skips(ctx, n);
     let text = daemon.wait_for("N births per family", |t| {
+        let slack = shortfall(ctx, n, t);
         entered(t, "ipv4") >= n - slack && entered(t, "ipv6") >= n - slack
     });
-    let text = settled(&daemon, slack, text);
+    let text = settled(&daemon, shortfall(ctx, n, &text), text);
+    let slack = shortfall(ctx, n, &text);
     for family in ["ipv4", "ipv6"] {
         let what = format!("{family} births");
         assert_within(entered(&text, family), n, slack, &what, &text);
@@ -341,11 +342,11 @@ fn timewait_overflow(ctx: &Ctx) {
     };
     let overflows = |t: &str| sample(t, "twmon_timewait_overflow_total", "").unwrap_or(0.0);
     let total = (2 * N) as f64;
-    let slack = uncounted_skips(ctx, total);
     let text = daemon.wait_for("every close accounted", |t| {
-        births(t) + overflows(t) >= total - slack
+        births(t) + overflows(t) >= total - shortfall(ctx, total, t)
     });
-    let text = settled(&daemon, slack, text);
+    let text = settled(&daemon, shortfall(ctx, total, &text), text);
+    let slack = shortfall(ctx, total, &text);
     let kernel_after = ctx.inside(tcp_counters_here);
     let kernel_overflows =
         counter_delta(&kernel_before, &kernel_after, "TcpExt.TCPTimeWaitOverflow") as f64;
@@ -538,11 +539,11 @@ fn netns_deleted(ctx: &Ctx) {
     assert_eq!(exited(&before, "purged"), 0.0, "{before}");
     nix::mount::umount2(&ctx.netns, nix::mount::MntFlags::MNT_DETACH).expect("umount netns");
     fs::remove_file(&ctx.netns).expect("removing the netns file");
-    let slack = uncounted_skips(ctx, entries);
     let text = daemon.wait_for("the kernel reports the purge", |t| {
-        exited(t, "purged") >= entries - slack
+        exited(t, "purged") >= entries - shortfall(ctx, entries, t)
     });
-    let text = settled(&daemon, slack, text);
+    let text = settled(&daemon, shortfall(ctx, entries, &text), text);
+    let slack = shortfall(ctx, entries, &text);
     assert_within(exited(&text, "purged"), entries, slack, "purged", &text);
     // Nothing else died meanwhile. (The workload may end a socket early
     // itself: under TCG a late segment sometimes meets a FIN_WAIT2 one.)
@@ -574,22 +575,26 @@ fn netns_deleted(ctx: &Ctx) {
     assert!(status.success(), "twmon exited with {status}");
 }
 
-/// How many events a scenario may miss without the kernel counting them:
-/// before 6.7 a kprobe that fires while another kprobe or classic
-/// tracepoint program runs on the CPU (a softirq interrupting one) is
-/// skipped and not counted. Seen here: 6 of 100 closes, and 4 of 10
-/// births through the keepalive timer. So kprobe mode is held to "never
-/// more than happened, at least half"; fentry and tracepoints stay exact.
-fn uncounted_skips(ctx: &Ctx, expected: f64) -> f64 {
-    if ctx.mode == "kprobe" {
-        (expected / 2.0).ceil()
+/// How far a count may fall short of `expected`, as of the exposition
+/// `text`: by the program runs twmon reports lost (each scenario has a
+/// fresh daemon, so all of them are this scenario's; normally 0). And in
+/// kprobe mode before 6.7 by up to half more: a kprobe that fires while
+/// another kprobe or classic tracepoint program runs on the CPU (a softirq
+/// interrupting one) is skipped, and those kernels do not count it. Seen
+/// on 6.1: 6 of 100 closes, and 4 of 10 births through the keepalive
+/// timer. So there kprobe mode is held to "never more than happened, at
+/// least half"; elsewhere counts are exact up to the losses reported.
+fn shortfall(ctx: &Ctx, expected: f64, text: &str) -> f64 {
+    let lost = sample(text, "twmon_events_lost_total", "").unwrap_or(0.0);
+    if ctx.mode == "kprobe" && !kernel_at_least(6, 7) {
+        lost + (expected / 2.0).ceil()
     } else {
-        0.0
+        lost
     }
 }
 
-/// With slack (kprobe mode), waits for stragglers before the final look;
-/// otherwise the exposition already waited for is final.
+/// With slack, waits for stragglers before the final look; otherwise the
+/// exposition already waited for is final.
 fn settled(daemon: &Daemon, slack: f64, text: String) -> String {
     if slack == 0.0 {
         return text;
@@ -598,15 +603,15 @@ fn settled(daemon: &Daemon, slack: f64, text: String) -> String {
     daemon.metrics()
 }
 
-/// `got` is `want`, or up to `slack` short of it (runs the kernel skipped
-/// without counting), never more; a shortfall is printed.
+/// `got` is `want`, or up to `slack` short of it (see `shortfall`), never
+/// more; a shortfall is printed.
 fn assert_within(got: f64, want: f64, slack: f64, what: &str, text: &str) {
     assert!(
         got <= want && got >= want - slack,
         "{what}: {got} of {want}: {text}"
     );
     if got < want {
-        println!("vmtest: info {what}: {got} of {want} (kprobe runs skipped uncounted)");
+        println!("vmtest: info {what}: {got} of {want} (runs lost or skipped)");
     }
 }
 
@@ -649,14 +654,13 @@ fn timewait_expiry(ctx: &Ctx) {
     let text = daemon.metrics();
     let births = fin_wait2_births(&text);
     assert!(births >= 1.0, "no FIN_WAIT2 births: {text}");
-    let slack = uncounted_skips(ctx, births);
     let text = daemon.wait_for("every birth to expire", |t| {
-        exited(t, "expired") >= births - slack
+        exited(t, "expired") >= births - shortfall(ctx, births, t)
     });
-    let text = settled(&daemon, slack, text);
-    // Either side may miss a kprobe run the kernel skipped uncounted.
+    let text = settled(&daemon, shortfall(ctx, births, &text), text);
+    // Either side may miss a run.
     let expired = exited(&text, "expired");
-    let slack = uncounted_skips(ctx, births.max(expired));
+    let slack = shortfall(ctx, births.max(expired), &text);
     assert!(
         (expired - births).abs() <= slack,
         "{births} births, {expired} expired: {text}"
@@ -672,7 +676,7 @@ fn timewait_expiry(ctx: &Ctx) {
     }
     let kernel_after = ctx.inside(tcp_counters_here);
     let killed = counter_delta(&kernel_before, &kernel_after, "TcpExt.TWKilled") as f64;
-    let slack = uncounted_skips(ctx, killed);
+    let slack = shortfall(ctx, killed, &text);
     assert_within(
         births,
         killed,
