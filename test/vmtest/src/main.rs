@@ -271,12 +271,17 @@ fn timewait_births(ctx: &Ctx) {
     // meets the closed server's listener, whose RST kills the timewait
     // socket (rst): TIME_WAIT assassination, bounded by the RSTs the
     // namespace sent. No SYN, no retransmitted FIN.
+    // Every close made a timewait socket; a birth not seen (a run lost,
+    // or skipped uncounted by kprobes before 6.7) may have been a FIN_WAIT2
+    // one whose FIN was seen.
     let fin_wait2 = fin_wait2_births(&text);
-    let lost = sample(&text, "twmon_events_lost_total", "").unwrap_or(0.0);
+    let missed_births = (n * 2.0 - entered(&text, "ipv4") - entered(&text, "ipv6")).max(0.0);
     let text = daemon.wait_for("one FIN per FIN_WAIT2 socket", |t| {
-        sample(t, "twmon_timewait_segments_total", r#"kind="other""#).unwrap_or(0.0) + lost
+        sample(t, "twmon_timewait_segments_total", r#"kind="other""#).unwrap_or(0.0)
+            + shortfall(ctx, fin_wait2, t)
             >= fin_wait2
     });
+    let seg_slack = shortfall(ctx, fin_wait2, &text);
     let segments = |kind: &str| {
         sample(
             &text,
@@ -287,8 +292,8 @@ fn timewait_births(ctx: &Ctx) {
     };
     let other = segments("other");
     assert!(
-        other <= fin_wait2 && other + lost >= fin_wait2,
-        "other: {text}"
+        other <= fin_wait2 + missed_births && other + seg_slack >= fin_wait2,
+        "other: {other} for {fin_wait2} FIN_WAIT2 births ({missed_births} births missed): {text}"
     );
     assert_eq!(
         (segments("syn"), segments("fin_retransmit")),
