@@ -700,8 +700,18 @@ fn api_rejects_bad_parameters_by_name() {
     assert_eq!(doc["total"], expected.len(), "{doc:#}");
     assert_eq!(doc["sockets"], serde_json::json!([]), "{doc:#}");
     let part = &comm[1..comm.len() - 1];
+    // Seen once in CI: 49 of 50 matched right after every entry had a
+    // closer. Until that is understood, a socket the filter leaves out is
+    // shown with its closer.
     let doc = get_json(&daemon, &format!("/api/v1/timewait?process={part}"));
-    assert_eq!(tuples(&doc), expected, "{doc:#}");
+    if tuples(&doc) != expected {
+        let all = get_json(&daemon, "/api/v1/timewait?limit=1000");
+        let odd: Vec<&Value> = sockets(&all)
+            .iter()
+            .filter(|s| !tuples(&doc).contains(&tuple(s)))
+            .collect();
+        panic!("process={part} left out {odd:#?}");
+    }
     let summary = get_json(&daemon, "/api/v1/summary?top=1");
     assert_eq!(summary["entries"], expected.len(), "{summary:#}");
     assert_eq!(
