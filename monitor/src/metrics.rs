@@ -402,11 +402,7 @@ mod tests {
         let mut scrape = Scrape {
             hooks: ["timewait_birth", "timewait_death"]
                 .into_iter()
-                .map(|hook| HookStatus {
-                    hook,
-                    method: None,
-                    refused: vec![],
-                })
+                .map(HookStatus::unattached)
                 .collect(),
             ..Scrape::default()
         };

@@ -59,6 +59,17 @@ pub struct HookStatus {
     pub refused: Vec<String>,
 }
 
+impl HookStatus {
+    /// A hook not (yet) attached, with nothing refused so far.
+    pub fn unattached(hook: &'static str) -> Self {
+        HookStatus {
+            hook,
+            method: None,
+            refused: Vec::new(),
+        }
+    }
+}
+
 impl fmt::Display for HookStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let method = self.method.map_or("none", Method::label);
@@ -211,7 +222,8 @@ pub const HOOKS: &[Hook] = &[
                 "tw_timer_handler_kprobe",
                 false,
             ),
-            // Context for the cause of early deaths; without them those
+            // Context for the cause of early deaths (connect reuse; the
+            // purge's context comes with `timewait_purge`); without it those
             // deaths are "unknown", not missed.
             part(
                 "__inet_hash_connect",
@@ -282,11 +294,7 @@ pub struct Env<'a> {
 /// Attaches `hook` with the best method allowed; returns its status and
 /// the fds of the programs attached.
 pub fn attach(ebpf: &mut Ebpf, hook: &Hook, env: &Env<'_>) -> (HookStatus, Vec<RawFd>) {
-    let mut status = HookStatus {
-        hook: hook.name,
-        method: None,
-        refused: Vec::new(),
-    };
+    let mut status = HookStatus::unattached(hook.name);
     if !(hook.fields_known)(env.offsets) {
         status
             .refused

@@ -279,11 +279,7 @@ fn attach_connect(
     tracefs: &Path,
     filtered: bool,
 ) -> (HookStatus, Vec<RawFd>) {
-    let mut status = HookStatus {
-        hook: "connect_eaddrnotavail",
-        method: None,
-        refused: Vec::new(),
-    };
+    let mut status = HookStatus::unattached("connect_eaddrnotavail");
     let task_known = [
         offsets.task_nsproxy,
         offsets.nsproxy_net_ns,
@@ -356,11 +352,7 @@ fn attach_reset(
     tracefs: &Path,
     filtered: bool,
 ) -> (HookStatus, Vec<RawFd>) {
-    let mut status = HookStatus {
-        hook: "timewait_reset_sent",
-        method: None,
-        refused: Vec::new(),
-    };
+    let mut status = HookStatus::unattached("timewait_reset_sent");
     let tuple_known = [
         offsets.skc_family,
         offsets.skc_num,
