@@ -1,12 +1,24 @@
 //! Maps, load-time globals and helpers shared by every hook.
+//!
+//! Every program body returns an [`Outcome`]: `Ok` when it reported what it
+//! saw or had nothing to report (not TCP, another namespace), `Err(reason)`
+//! when something it should have reported was lost. The entry point hands
+//! it to [`finish`], which counts the loss for its hook, so no failure is
+//! dropped silently.
 
 use aya_ebpf::{
     Global,
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use monitor_common::{Event, OFFSET_UNKNOWN, SockOffsets, counter, family};
+use monitor_common::{
+    OFFSET_UNKNOWN, SockOffsets,
+    counters::{self, reason},
+    hooks::Hook,
+    record::{Stamp, Tuple, Wire},
+    tcp::family,
+};
 
 /// Set by the daemon before load: only this network namespace (0 = all).
 #[unsafe(no_mangle)]
@@ -19,18 +31,30 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets::UNKNOWN);
 #[unsafe(no_mangle)]
 static RING_WAKE_BYTES: Global<u64> = Global::new(64 * 1024);
 
-/// Every event for userspace. 256 KiB by default (4096 events); the daemon
-/// may resize it before load.
+/// Every record for userspace. 256 KiB by default; the daemon may resize
+/// it before load.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
-/// Counts that need no userspace, summed over CPUs by the daemon on scrape.
+/// Lost records by hook and reason (`monitor_common::counters`), summed
+/// over CPUs by the daemon on scrape.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::SLOTS, 0);
+
+/// `Err(reason)`: what a program was about to report is lost, and why.
+pub type Outcome = Result<(), u32>;
+
+/// Counts a lost record of `hook`, if `outcome` is one.
+#[inline(always)]
+pub fn finish(hook: Hook, outcome: Outcome) {
+    if let Err(why) = outcome {
+        count(hook, why);
+    }
+}
 
 #[inline(always)]
-pub fn bump(index: u32) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+pub fn count(hook: Hook, why: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counters::slot(hook, why)) {
         // Per-CPU. Two different programs (a raw tracepoint and an fentry,
         // say) can still nest on one CPU through an interrupt; an increment
         // lost that way needs the interrupt to land between this load and
@@ -49,69 +73,67 @@ pub fn offsets() -> SockOffsets {
 
 /// Reads `T` at `base + offset` in kernel memory.
 #[inline(always)]
-pub fn read<T>(base: u64, offset: u32) -> Result<T, i32> {
+pub fn read<T>(base: u64, offset: u32) -> Result<T, u32> {
     if offset == OFFSET_UNKNOWN {
-        return Err(-1);
+        return Err(reason::READ_FAILED);
     }
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
+        .map_err(|_| reason::READ_FAILED)
 }
 
-/// Network namespace inode of `sk`, or 0 when it cannot be read.
+/// Network namespace inode of `sk`; 0 when unknown (no BTF offsets), or
+/// when the read failed, which is counted for `hook`: the record goes on
+/// without its namespace.
 #[inline(always)]
-pub fn netns_of(o: &SockOffsets, sk: u64) -> u32 {
-    if o.skc_net == OFFSET_UNKNOWN || o.net_inum == OFFSET_UNKNOWN {
+pub fn netns_of(hook: Hook, o: &SockOffsets, sk: u64) -> u32 {
+    if !o.netns_known() {
         return 0;
     }
-    let ino = match read::<u64>(sk, o.skc_net) {
+    let inode = match read::<u64>(sk, o.skc_net) {
         Ok(net) if net != 0 => read::<u32>(net, o.net_inum).ok(),
         _ => None,
     };
-    ino.unwrap_or_else(|| {
-        bump(counter::NETNS_READ_FAILED);
+    inode.unwrap_or_else(|| {
+        count(hook, reason::NETNS_UNREADABLE);
         0
     })
 }
 
-/// Network namespace inode of the calling task (process context only).
+/// Network namespace inode of the calling task (process context only); 0
+/// when the offsets are unknown (the daemon then only attaches the callers
+/// of this without a namespace filter).
 #[inline(always)]
-pub fn current_netns(o: &SockOffsets) -> u32 {
-    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-    let Ok(nsproxy) = read::<u64>(task, o.task_nsproxy) else {
-        return 0;
-    };
-    if nsproxy == 0 {
-        return 0;
+pub fn current_netns(o: &SockOffsets) -> Result<u32, u32> {
+    if !o.task_netns_known() {
+        return Ok(0);
     }
-    let Ok(net) = read::<u64>(nsproxy, o.nsproxy_net_ns) else {
-        return 0;
-    };
-    read::<u32>(net, o.net_inum).unwrap_or(0)
+    let task = unsafe { bpf_get_current_task() };
+    let nsproxy = read::<u64>(task, o.task_nsproxy)?;
+    if nsproxy == 0 {
+        // An exiting task; nothing of it to report.
+        return Ok(0);
+    }
+    let net = read::<u64>(nsproxy, o.nsproxy_net_ns)?;
+    read::<u32>(net, o.net_inum)
 }
 
-/// `tw->tw_substate` of a timewait socket.
+/// `tw->tw_substate` of a timewait socket, 0 when it cannot be read (the
+/// records say so; the daemon knows 0 is no state).
 #[inline(always)]
-pub fn tw_substate(o: &SockOffsets, tw: u64) -> Result<u8, i32> {
-    read(tw, o.tw_substate)
+pub fn tw_substate(o: &SockOffsets, tw: u64) -> u8 {
+    read(tw, o.tw_substate).unwrap_or(0)
 }
 
 /// `sk->sk_protocol`.
 #[inline(always)]
-pub fn sk_protocol(o: &SockOffsets, sk: u64) -> Result<u16, i32> {
+pub fn sk_protocol(o: &SockOffsets, sk: u64) -> Result<u16, u32> {
     read(sk, o.sk_protocol)
 }
 
-/// What identifies a connection, read from a `struct sock` (a full or a
-/// timewait socket: both start with `sock_common`).
-pub struct Tuple {
-    pub family: u8,
-    pub sport: u16,
-    pub dport: u16,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-}
-
+/// The address family and four-tuple of `sk`, a full or a timewait socket
+/// (both start with `sock_common`).
 #[inline(always)]
-pub fn tuple_of(o: &SockOffsets, sk: u64) -> Result<Tuple, i32> {
+pub fn tuple_of(o: &SockOffsets, sk: u64) -> Result<(u8, Tuple), u32> {
     let fam: u16 = read(sk, o.skc_family)?;
     let sport: u16 = read(sk, o.skc_num)?;
     let dport_be: u16 = read(sk, o.skc_dport)?;
@@ -126,20 +148,30 @@ pub fn tuple_of(o: &SockOffsets, sk: u64) -> Result<Tuple, i32> {
         saddr[..4].copy_from_slice(&s);
         daddr[..4].copy_from_slice(&d);
     }
-    Ok(Tuple {
-        family: fam as u8,
-        sport,
-        dport: u16::from_be(dport_be),
+    let tuple = Tuple {
         saddr,
         daddr,
-    })
+        sport,
+        dport: u16::from_be(dport_be),
+    };
+    Ok((fam as u8, tuple))
 }
 
-/// True when events of namespace `netns` should be reported.
+/// True when records of namespace `netns` should be reported.
 #[inline(always)]
 pub fn netns_wanted(netns: u32) -> bool {
     let filter = NETNS_FILTER.load();
     filter == 0 || filter == netns
+}
+
+/// Now, in namespace `netns`, for an address of `family`.
+#[inline(always)]
+pub fn stamp(netns: u32, family: u8) -> Stamp {
+    Stamp {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        netns,
+        family,
+    }
 }
 
 /// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` selector (uapi bpf.h).
@@ -147,7 +179,7 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Copies `event` into the ring buffer, counting a drop when it is full.
+/// Copies `record` into the ring buffer.
 ///
 /// The reader is woken only once a quarter of the ring is waiting; the
 /// daemon also drains on a short timer. A default submit wakes the reader
@@ -157,19 +189,18 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// skipped by the kernel (recursion_misses). Measured: 0.5-1.7% of events
 /// lost that way on loopback, none with deferred wake-ups.
 #[inline(always)]
-pub fn emit(event: Event) {
-    match EVENTS.reserve::<Event>(0) {
-        Some(mut entry) => {
-            entry.write(event);
-            // The ring's size is fixed at load; the daemon passes a quarter
-            // of it rather than paying a second helper call per event.
-            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= RING_WAKE_BYTES.load() {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
-            entry.submit(flags);
-        }
-        None => bump(counter::RINGBUF_FULL),
-    }
+pub fn emit<T: Wire + 'static>(record: T) -> Outcome {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        return Err(reason::RINGBUF_FULL);
+    };
+    entry.write(record);
+    // The ring's size is fixed at load; the daemon passes a quarter of it
+    // rather than paying a second helper call per record.
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= RING_WAKE_BYTES.load() {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags);
+    Ok(())
 }

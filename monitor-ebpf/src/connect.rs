@@ -5,15 +5,18 @@
 //! by thread, the exit reports it if the call failed that way.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use monitor_common::{Event, connect_tp, family, kind};
+use monitor_common::{
+    counters::reason, hooks::Hook, record::ConnectFailure, tcp::family, tracepoints::connect_tp,
+};
 
-use crate::common::{current_netns, emit, netns_wanted, offsets};
+use crate::common::{Outcome, current_netns, emit, finish, netns_wanted, offsets, stamp};
 
+const HOOK: Hook = Hook::ConnectEaddrnotavail;
 const EADDRNOTAVAIL: i64 = 99;
 
 #[derive(Clone, Copy)]
@@ -34,31 +37,38 @@ static CONNECTING: LruHashMap<u64, Dest> = LruHashMap::with_max_entries(16384, 0
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = enter(&ctx);
+    finish(HOOK, enter(&ctx));
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let _ = exit(&ctx);
+    finish(HOOK, exit(&ctx));
     0
 }
 
+/// Reads `T` from the caller's memory at `addr`.
 #[inline(always)]
-fn enter(ctx: &TracePointContext) -> Result<(), i64> {
-    let netns = current_netns(&offsets());
+fn user<T>(addr: u64) -> Result<T, u32> {
+    unsafe { bpf_probe_read_user(addr as *const T) }.map_err(|_| reason::USER_READ_FAILED)
+}
+
+#[inline(always)]
+fn enter(ctx: &TracePointContext) -> Outcome {
+    let netns = current_netns(&offsets())?;
     if !netns_wanted(netns) {
         return Ok(());
     }
-    let uaddr: u64 = unsafe { ctx.read_at(connect_tp::USERVADDR) }.map_err(i64::from)?;
-    let fam: u16 = unsafe { bpf_probe_read_user(uaddr as *const u16)? };
-    let port_be: u16 = unsafe { bpf_probe_read_user((uaddr + 2) as *const u16)? };
+    let uaddr: u64 =
+        unsafe { ctx.read_at(connect_tp::USERVADDR) }.map_err(|_| reason::READ_FAILED)?;
+    let fam: u16 = user(uaddr)?;
+    let port_be: u16 = user(uaddr + 2)?;
     let mut addr = [0u8; 16];
-    if fam == family::INET as u16 {
-        let a: [u8; 4] = unsafe { bpf_probe_read_user((uaddr + 4) as *const [u8; 4])? };
+    if fam == u16::from(family::INET) {
+        let a: [u8; 4] = user(uaddr + 4)?;
         addr[..4].copy_from_slice(&a);
-    } else if fam == family::INET6 as u16 {
-        addr = unsafe { bpf_probe_read_user((uaddr + 8) as *const [u8; 16])? };
+    } else if fam == u16::from(family::INET6) {
+        addr = user(uaddr + 8)?;
     } else {
         return Ok(());
     }
@@ -68,35 +78,28 @@ fn enter(ctx: &TracePointContext) -> Result<(), i64> {
         netns,
         addr,
     };
-    let id = bpf_get_current_pid_tgid();
-    CONNECTING.insert(id, dest, 0)?;
-    Ok(())
+    CONNECTING
+        .insert(bpf_get_current_pid_tgid(), dest, 0)
+        .map_err(|_| reason::MAP_FULL)
 }
 
 #[inline(always)]
-fn exit(ctx: &TracePointContext) -> Result<(), i64> {
+fn exit(ctx: &TracePointContext) -> Outcome {
     let id = bpf_get_current_pid_tgid();
     let Some(dest) = (unsafe { CONNECTING.get(id) }).copied() else {
         return Ok(());
     };
+    // Gone already if LRU pressure took it: nothing left to clean up.
     let _ = CONNECTING.remove(id);
-    let ret: i64 = unsafe { ctx.read_at(connect_tp::RET) }.map_err(i64::from)?;
+    let ret: i64 = unsafe { ctx.read_at(connect_tp::RET) }.map_err(|_| reason::READ_FAILED)?;
     if ret != -EADDRNOTAVAIL {
         return Ok(());
     }
-    emit(Event {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        skaddr: id,
-        netns: dest.netns,
-        kind: kind::CONNECT_EADDRNOTAVAIL,
-        family: dest.family as u8,
-        old_state: 0,
-        new_state: 0,
-        sport: 0,
-        dport: u16::from_be(dest.port_be),
-        aux: 0,
-        saddr: [0; 16],
-        daddr: dest.addr,
-    });
-    Ok(())
+    let at = stamp(dest.netns, dest.family as u8);
+    emit(ConnectFailure::new(
+        at,
+        id,
+        dest.addr,
+        u16::from_be(dest.port_be),
+    ))
 }

@@ -31,12 +31,20 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use monitor_common::{SockOffsets, death_cause, kind};
+use monitor_common::{
+    OFFSET_UNKNOWN, SockOffsets,
+    counters::reason,
+    hooks::Hook,
+    record::{TwDeath, cause},
+    tcp::flags,
+};
 
 use crate::{
-    common::{offsets, tw_substate},
+    common::{
+        Outcome, emit, finish, netns_of, netns_wanted, offsets, stamp, tuple_of, tw_substate,
+    },
     pending::peek,
-    timewait::{LAST_SYN_TW, TW_SEGMENT_PENDING, report},
+    timewait::{LAST_SYN_TW, TW_SEGMENT_PENDING},
 };
 
 /// Per-CPU depth of the calls that give an early death its cause.
@@ -56,8 +64,6 @@ static PURGER: Array<u32> = Array::with_max_entries(1, 0);
 /// usually runs right after, in the same call, and must not report again.
 #[map]
 static LAST_DEATH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-const RST: u32 = 0x04;
 
 #[inline(always)]
 fn enter(slot: u32) {
@@ -114,6 +120,7 @@ context_hooks!(
     inet_hash_connect_kretprobe,
     "__inet_hash_connect"
 );
+
 #[inline(always)]
 fn current_tid() -> u32 {
     // The lower half is the thread id.
@@ -169,93 +176,102 @@ pub fn inet_twsk_purge_kretprobe(_ctx: RetProbeContext) -> u32 {
 
 #[fentry(function = "tcp_twsk_destructor")]
 pub fn tcp_twsk_destructor_fentry(ctx: FEntryContext) -> u32 {
-    freed(ctx.arg(0));
+    finish(Hook::TimewaitPurge, freed(ctx.arg(0)));
     0
 }
 
 #[kprobe]
 pub fn tcp_twsk_destructor_kprobe(ctx: ProbeContext) -> u32 {
-    if let Some(tw) = ctx.arg::<u64>(0) {
-        freed(tw);
-    }
+    let outcome = ctx.arg::<u64>(0).map_or(Err(reason::READ_FAILED), freed);
+    finish(Hook::TimewaitPurge, outcome);
     0
 }
 
 #[inline(always)]
-fn freed(tw: u64) {
+fn freed(tw: u64) -> Outcome {
     if !purging() || LAST_DEATH.get(0).is_some_and(|&last| last == tw) {
-        return;
+        return Ok(());
     }
-    died(&offsets(), tw, death_cause::PURGED);
+    died(Hook::TimewaitPurge, &offsets(), tw, cause::PURGED)
 }
 
 #[fentry(function = "inet_twsk_deschedule_put")]
 pub fn inet_twsk_deschedule_put_fentry(ctx: FEntryContext) -> u32 {
-    early_death(ctx.arg(0));
+    finish(Hook::TimewaitDeath, early_death(ctx.arg(0)));
     0
 }
 
 #[kprobe]
 pub fn inet_twsk_deschedule_put_kprobe(ctx: ProbeContext) -> u32 {
-    if let Some(tw) = ctx.arg::<u64>(0) {
-        early_death(tw);
-    }
+    let outcome = ctx
+        .arg::<u64>(0)
+        .map_or(Err(reason::READ_FAILED), early_death);
+    finish(Hook::TimewaitDeath, outcome);
     0
 }
 
 #[fentry(function = "tw_timer_handler")]
 pub fn tw_timer_handler_fentry(ctx: FEntryContext) -> u32 {
-    expiry(ctx.arg(0));
+    finish(Hook::TimewaitDeath, expiry(ctx.arg(0)));
     0
 }
 
 #[kprobe]
 pub fn tw_timer_handler_kprobe(ctx: ProbeContext) -> u32 {
-    if let Some(timer) = ctx.arg::<u64>(0) {
-        expiry(timer);
-    }
+    let outcome = ctx.arg::<u64>(0).map_or(Err(reason::READ_FAILED), expiry);
+    finish(Hook::TimewaitDeath, outcome);
     0
 }
 
 #[inline(always)]
-fn early_death(tw: u64) {
-    let cause = if inside(IN_HASH_CONNECT) {
-        death_cause::REUSED_BY_CONNECT
+fn early_death(tw: u64) -> Outcome {
+    let why = if inside(IN_HASH_CONNECT) {
+        cause::REUSED_BY_CONNECT
     } else if purging() {
-        death_cause::PURGED
+        cause::PURGED
     } else if let Some(seg) = peek(&TW_SEGMENT_PENDING)
         && seg.ptr == tw
     {
-        if seg.a & RST != 0 {
-            death_cause::KILLED_BY_RST
+        if seg.a & u32::from(flags::RST) != 0 {
+            cause::KILLED_BY_RST
         } else {
-            death_cause::UNKNOWN
+            cause::UNKNOWN
         }
     } else if let Some(last) = LAST_SYN_TW.get_ptr_mut(0)
         && unsafe { *last } == tw
     {
         unsafe { *last = 0 };
-        death_cause::REUSED_BY_SYN
+        cause::REUSED_BY_SYN
     } else {
-        death_cause::UNKNOWN
+        cause::UNKNOWN
     };
-    died(&offsets(), tw, cause);
+    died(Hook::TimewaitDeath, &offsets(), tw, why)
 }
 
 #[inline(always)]
-fn expiry(timer: u64) {
+fn expiry(timer: u64) -> Outcome {
     let o = offsets();
-    if o.tw_timer == monitor_common::OFFSET_UNKNOWN || timer < o.tw_timer as u64 {
-        return;
+    if o.tw_timer == OFFSET_UNKNOWN || timer < o.tw_timer as u64 {
+        return Err(reason::READ_FAILED);
     }
-    died(&o, timer - o.tw_timer as u64, death_cause::EXPIRED);
+    died(
+        Hook::TimewaitDeath,
+        &o,
+        timer - o.tw_timer as u64,
+        cause::EXPIRED,
+    )
 }
 
 #[inline(always)]
-fn died(o: &SockOffsets, tw: u64, cause: u32) {
+fn died(hook: Hook, o: &SockOffsets, tw: u64, why: u8) -> Outcome {
     if let Some(last) = LAST_DEATH.get_ptr_mut(0) {
         unsafe { *last = tw };
     }
-    let substate = tw_substate(o, tw).unwrap_or(0);
-    report(o, kind::TW_DEATH, tw, tw, substate, cause);
+    let netns = netns_of(hook, o, tw);
+    if !netns_wanted(netns) {
+        return Ok(());
+    }
+    let (fam, tuple) = tuple_of(o, tw)?;
+    let substate = tw_substate(o, tw);
+    emit(TwDeath::new(stamp(netns, fam), tw, tuple, substate, why))
 }

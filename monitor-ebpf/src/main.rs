@@ -1,12 +1,16 @@
 //! twmon's kernel programs.
 //!
-//! One module per hook family, like kunai: `set_state` for the
-//! `sock:inet_sock_set_state` tracepoint, `timewait` for the birth of
-//! timewait sockets (each hook in a fentry/fexit and a kprobe/kretprobe
-//! flavour; the daemon attaches the best one the kernel allows). Maps, load-time globals and helpers
-//! shared by all hooks live in `common`. Programs do the least work that
-//! keeps the numbers exact: filter, copy fixed-size records into the ring
-//! buffer, count what userspace cannot see. No per-event logging.
+//! One module per hook family, like kunai: `set_state` (every TCP state
+//! transition, and who closed first), `timewait` (births and the segments
+//! timewait sockets absorb), `death` (how they end, namespace purges
+//! included), `connect` (EADDRNOTAVAIL) and `reset` (RSTs sent from
+//! TIME_WAIT). Function hooks come in a fentry/fexit and a
+//! kprobe/kretprobe flavour; the daemon attaches the best one the kernel
+//! allows. Maps, load-time globals and helpers shared by all hooks live in
+//! `common`; the records they send are defined in `monitor-common`.
+//! Programs do the least work that keeps the numbers exact: filter, copy
+//! fixed-size records into the ring buffer, count every record they lose.
+//! No per-event logging.
 #![no_std]
 #![no_main]
 

@@ -6,9 +6,7 @@
 //! same CPU, and calls nest strictly.
 
 use aya_ebpf::maps::PerCpuArray;
-use monitor_common::counter;
-
-use crate::common::bump;
+use monitor_common::counters::reason;
 
 /// Nesting depth tracked per CPU; a power of two (see the index masks).
 pub const DEPTH: usize = 4;
@@ -49,32 +47,33 @@ pub fn push(map: &PerCpuArray<PendingStack>, entry: Pending) {
     if (depth as usize) < DEPTH {
         stack.slots[bounded(depth)] = entry;
     }
+    // Counted on: a return popping past DEPTH reports the loss.
     stack.depth = depth.saturating_add(1);
 }
 
-/// The entry pushed by the matching call, if it was stored; `ptr` (known in
-/// fexit mode) must match it. None and nothing counted when the stack is
-/// empty (the function was called from elsewhere).
+/// The entry pushed by the matching call. `Ok(None)` when the stack is
+/// empty (the function was called before the program attached); `Err`
+/// when the entry was not stored (nested deeper than tracked) or `ptr`
+/// (known in fexit mode) does not match it.
 #[inline(always)]
-pub fn pop(map: &PerCpuArray<PendingStack>, ptr: Option<u64>) -> Option<Pending> {
-    let stack = map.get_ptr_mut(0)?;
+pub fn pop(map: &PerCpuArray<PendingStack>, ptr: Option<u64>) -> Result<Option<Pending>, u32> {
+    let Some(stack) = map.get_ptr_mut(0) else {
+        return Ok(None);
+    };
     let stack = unsafe { &mut *stack };
     if stack.depth == 0 {
-        return None;
+        return Ok(None);
     }
     let depth = stack.depth - 1;
     stack.depth = depth;
     if depth as usize >= DEPTH {
-        // Nested deeper than tracked: that entry was never stored.
-        bump(counter::TW_UNPAIRED);
-        return None;
+        return Err(reason::TOO_DEEP);
     }
     let pending = stack.slots[bounded(depth)];
     if ptr.is_some_and(|p| p != pending.ptr) {
-        bump(counter::TW_UNPAIRED);
-        return None;
+        return Err(reason::UNPAIRED);
     }
-    Some(pending)
+    Ok(Some(pending))
 }
 
 /// The innermost pending entry, without popping it.

@@ -2,49 +2,44 @@
 //! FIN_WAIT2 substate) answering with an RST. The only view of TIME_WAIT
 //! refusing segments on kernels where the segment hook cannot attach.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
-use monitor_common::{Event, kind, reset_tp};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use monitor_common::{
+    counters::reason, hooks::Hook, record::ResetSent, tcp::state, tracepoints::reset_tp,
+};
 
-use crate::common::{emit, netns_of, netns_wanted, offsets, tuple_of, tw_substate};
+use crate::common::{
+    Outcome, emit, finish, netns_of, netns_wanted, offsets, stamp, tuple_of, tw_substate,
+};
 
-/// `TCP_TIME_WAIT`: what `sk_state` reads for any timewait socket.
-const TCP_TIME_WAIT: i32 = 6;
+const HOOK: Hook = Hook::TimewaitResetSent;
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_send_reset(&ctx);
+    finish(HOOK, reset_sent(&ctx));
     0
 }
 
 #[inline(always)]
-fn try_tcp_send_reset(ctx: &TracePointContext) -> Result<(), i32> {
-    let state: i32 = unsafe { ctx.read_at(reset_tp::STATE)? };
-    if state != TCP_TIME_WAIT {
+fn reset_sent(ctx: &TracePointContext) -> Outcome {
+    let sk_state: i32 = unsafe { ctx.read_at(reset_tp::STATE) }.map_err(|_| reason::READ_FAILED)?;
+    // What `sk_state` reads for any timewait socket, whatever its substate.
+    if sk_state != i32::from(state::TIME_WAIT) {
         return Ok(());
     }
-    let sk: u64 = unsafe { ctx.read_at(reset_tp::SKADDR)? };
+    let sk: u64 = unsafe { ctx.read_at(reset_tp::SKADDR) }.map_err(|_| reason::READ_FAILED)?;
     if sk == 0 {
         return Ok(());
     }
     let o = offsets();
-    let netns = netns_of(&o, sk);
+    let netns = netns_of(HOOK, &o, sk);
     if !netns_wanted(netns) {
         return Ok(());
     }
-    let t = tuple_of(&o, sk)?;
-    emit(Event {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        skaddr: sk,
-        netns,
-        kind: kind::TW_RESET_SENT,
-        family: t.family,
-        old_state: 0,
-        new_state: tw_substate(&o, sk).unwrap_or(0),
-        sport: t.sport,
-        dport: t.dport,
-        aux: 0,
-        saddr: t.saddr,
-        daddr: t.daddr,
-    });
-    Ok(())
+    let (fam, tuple) = tuple_of(&o, sk)?;
+    emit(ResetSent::new(
+        stamp(netns, fam),
+        sk,
+        tuple,
+        tw_substate(&o, sk),
+    ))
 }

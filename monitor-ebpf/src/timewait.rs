@@ -14,15 +14,21 @@
 //! `pending`) and the return pops it.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::PerCpuArray,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use monitor_common::{Event, SockOffsets, kind};
+use monitor_common::{
+    counters::reason,
+    hooks::Hook,
+    record::{TwAlloc, TwSegment},
+    tcp::{flags as tcp_flags, verdict},
+};
 
 use crate::{
-    common::{emit, netns_of, netns_wanted, offsets, read, tuple_of, tw_substate},
+    common::{
+        Outcome, emit, finish, netns_of, netns_wanted, offsets, read, stamp, tuple_of, tw_substate,
+    },
     pending::{Pending, PendingStack, pop, push},
 };
 
@@ -38,9 +44,6 @@ pub static TW_SEGMENT_PENDING: PerCpuArray<PendingStack> = PerCpuArray::with_max
 #[map]
 pub static LAST_SYN_TW: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// `enum tcp_tw_status`: TCP_TW_SYN.
-const TCP_TW_SYN: i32 = 3;
-
 // ---- birth ---------------------------------------------------------------
 
 #[fentry(function = "tcp_time_wait")]
@@ -54,10 +57,9 @@ pub fn tcp_time_wait_fentry(ctx: FEntryContext) -> u32 {
 
 #[kprobe]
 pub fn tcp_time_wait_kprobe(ctx: ProbeContext) -> u32 {
-    if let (Some(sk), Some(state), Some(timeo)) =
-        (ctx.arg::<u64>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2))
-    {
-        birth_entry(sk, state, timeo);
+    match (ctx.arg::<u64>(0), ctx.arg::<i32>(1), ctx.arg::<i32>(2)) {
+        (Some(sk), Some(state), Some(timeo)) => birth_entry(sk, state, timeo),
+        _ => finish(Hook::TimewaitBirth, Err(reason::READ_FAILED)),
     }
     0
 }
@@ -67,14 +69,14 @@ pub fn inet_twsk_alloc_fexit(ctx: FExitContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     // The return value follows the three arguments in the fexit context.
     let tw: u64 = ctx.arg(3);
-    birth_return(Some(sk), tw);
+    finish(Hook::TimewaitBirth, birth_return(Some(sk), tw));
     0
 }
 
 #[kretprobe]
 pub fn inet_twsk_alloc_kretprobe(ctx: RetProbeContext) -> u32 {
     let tw: u64 = ctx.ret();
-    birth_return(None, tw);
+    finish(Hook::TimewaitBirth, birth_return(None, tw));
     0
 }
 
@@ -91,25 +93,27 @@ fn birth_entry(sk: u64, state: i32, timeo: i32) {
 }
 
 #[inline(always)]
-fn birth_return(sk: Option<u64>, tw: u64) {
-    let Some(pending) = pop(&TW_BIRTH_PENDING, sk) else {
-        return;
-    };
-    let (kind, skaddr) = if tw != 0 {
-        (kind::TW_BIRTH, tw)
-    } else {
-        (kind::TW_OVERFLOW, pending.ptr)
+fn birth_return(sk: Option<u64>, tw: u64) -> Outcome {
+    let Some(pending) = pop(&TW_BIRTH_PENDING, sk)? else {
+        return Ok(());
     };
     // Four-tuple and namespace from the full socket: the timewait socket
     // is not filled in yet when inet_twsk_alloc returns.
-    report(
-        &offsets(),
-        kind,
-        skaddr,
+    let o = offsets();
+    let netns = netns_of(Hook::TimewaitBirth, &o, pending.ptr);
+    if !netns_wanted(netns) {
+        return Ok(());
+    }
+    let (fam, tuple) = tuple_of(&o, pending.ptr)?;
+    let at = stamp(netns, fam);
+    emit(TwAlloc::new(
+        at,
         pending.ptr,
+        tw,
+        tuple,
         pending.a as u8,
         pending.b,
-    );
+    ))
 }
 
 // ---- segments ------------------------------------------------------------
@@ -124,8 +128,9 @@ pub fn tcp_timewait_state_process_fentry(ctx: FEntryContext) -> u32 {
 
 #[kprobe]
 pub fn tcp_timewait_state_process_kprobe(ctx: ProbeContext) -> u32 {
-    if let (Some(tw), Some(th)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(2)) {
-        segment_entry(tw, th);
+    match (ctx.arg::<u64>(0), ctx.arg::<u64>(2)) {
+        (Some(tw), Some(th)) => segment_entry(tw, th),
+        _ => finish(Hook::TimewaitSegments, Err(reason::READ_FAILED)),
     }
     0
 }
@@ -138,33 +143,37 @@ pub fn tcp_timewait_state_process_kprobe(ctx: ProbeContext) -> u32 {
 #[fexit(function = "tcp_timewait_state_process")]
 pub fn tcp_timewait_state_process_fexit3(ctx: FExitContext) -> u32 {
     let verdict: i32 = ctx.arg(3);
-    segment_return(Some(ctx.arg(0)), verdict);
+    finish(
+        Hook::TimewaitSegments,
+        segment_return(Some(ctx.arg(0)), verdict),
+    );
     0
 }
 
 #[fexit(function = "tcp_timewait_state_process")]
 pub fn tcp_timewait_state_process_fexit5(ctx: FExitContext) -> u32 {
     let verdict: i32 = ctx.arg(5);
-    segment_return(Some(ctx.arg(0)), verdict);
+    finish(
+        Hook::TimewaitSegments,
+        segment_return(Some(ctx.arg(0)), verdict),
+    );
     0
 }
 
 #[kretprobe]
 pub fn tcp_timewait_state_process_kretprobe(ctx: RetProbeContext) -> u32 {
     let verdict: i32 = ctx.ret();
-    segment_return(None, verdict);
+    finish(Hook::TimewaitSegments, segment_return(None, verdict));
     0
 }
 
-/// Offset of the flags byte (CWR ECE URG ACK PSH RST SYN FIN) in a TCP
-/// header: fixed by RFC 9293, not by any kernel.
-const TCP_FLAGS_OFFSET: u32 = 13;
-
 #[inline(always)]
 fn segment_entry(tw: u64, th: u64) {
-    let flags: u8 = read(th, TCP_FLAGS_OFFSET).unwrap_or(0);
+    // A flags byte that cannot be read is 0: the segment still counts, as
+    // "other".
+    let flags: u8 = read(th, tcp_flags::OFFSET).unwrap_or(0);
     // The substate before processing: a FIN turns FIN_WAIT2 into TIME_WAIT.
-    let substate = tw_substate(&offsets(), tw).unwrap_or(0);
+    let substate = tw_substate(&offsets(), tw);
     push(
         &TW_SEGMENT_PENDING,
         Pending {
@@ -176,49 +185,29 @@ fn segment_entry(tw: u64, th: u64) {
 }
 
 #[inline(always)]
-fn segment_return(tw: Option<u64>, verdict: i32) {
-    let Some(pending) = pop(&TW_SEGMENT_PENDING, tw) else {
-        return;
+fn segment_return(tw: Option<u64>, verdict: i32) -> Outcome {
+    let Some(pending) = pop(&TW_SEGMENT_PENDING, tw)? else {
+        return Ok(());
     };
-    if verdict == TCP_TW_SYN
+    let verdict = verdict as u8;
+    if verdict == verdict::SYN
         && let Some(slot) = LAST_SYN_TW.get_ptr_mut(0)
     {
         unsafe { *slot = pending.ptr };
     }
-    let aux = (pending.a & 0xff) | ((pending.b & 0xff) << 8) | (((verdict as u32) & 0xff) << 16);
-    report(
-        &offsets(),
-        kind::TW_SEGMENT,
-        pending.ptr,
-        pending.ptr,
-        pending.b as u8,
-        aux,
-    );
-}
-
-/// Emits an event of `kind` about `skaddr`, with the namespace and
-/// four-tuple read from `tuple_from` (a full or a timewait socket).
-#[inline(always)]
-pub fn report(o: &SockOffsets, kind: u8, skaddr: u64, tuple_from: u64, state: u8, aux: u32) {
-    let netns = netns_of(o, tuple_from);
+    let o = offsets();
+    let netns = netns_of(Hook::TimewaitSegments, &o, pending.ptr);
     if !netns_wanted(netns) {
-        return;
+        return Ok(());
     }
-    let Ok(t) = tuple_of(o, tuple_from) else {
-        return;
-    };
-    emit(Event {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        skaddr,
-        netns,
-        kind,
-        family: t.family,
-        old_state: 0,
-        new_state: state,
-        sport: t.sport,
-        dport: t.dport,
-        aux,
-        saddr: t.saddr,
-        daddr: t.daddr,
-    });
+    let (fam, tuple) = tuple_of(&o, pending.ptr)?;
+    let segment = TwSegment::new(
+        stamp(netns, fam),
+        pending.ptr,
+        tuple,
+        pending.a as u8,
+        pending.b as u8,
+        verdict,
+    );
+    emit(segment)
 }
