@@ -13,7 +13,10 @@ use std::{
 };
 
 use monitor::{
-    event::{Family, FourTuple, KernelEvent, TcpState, Timewait},
+    model::{
+        event::{KernelEvent, Timewait},
+        tcp::{Family, FourTuple, TcpState},
+    },
     table::{Config, Filter, Order, Table},
 };
 

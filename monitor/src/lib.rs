@@ -1,75 +1,34 @@
 //! twmon: a live TIME_WAIT monitor for Linux hosts.
 //!
-//! Data flows one way: kernel programs -> ring buffer -> [`event`] decoding
-//! -> [`state`] ([`stats`] counters and the four-tuple [`table`]) ->
-//! [`metrics`] and [`api`] on request. [`diag`] adds the kernel's own
-//! socket list (sock_diag), which seeds and reconciles the table and stands
-//! in for probes a kernel does not allow. [`record`] keeps the stream for
-//! [`replay`].
+//! The modules are layers; data flows one way, and a module only uses the
+//! ones listed before it (docs/architecture.md walks one event through
+//! them):
+//!
+//! - [`model`]: the vocabulary every layer shares (states, four-tuples,
+//!   events, sock_diag snapshots, hooks), plain data;
+//! - [`kernel`]: loading and attaching the programs of `monitor-ebpf`, with
+//!   capabilities, tracefs and BTF;
+//! - [`sources`]: the ring buffer and its decoding, sock_diag dumps per
+//!   namespace, recordings;
+//! - [`table`]: the four-tuple table and the event counters, pure logic;
+//! - [`expose`]: what a scrape or an API request shows;
+//! - [`web`]: the HTTP server (TLS, auth, limits) and client;
+//! - [`commands`]: `run`, `check`, `record`, `replay`, `snapshot`, `top`,
+//!   each wiring the layers above;
+//! - [`cli`]: flags into command options, the only user of clap.
 
-pub mod api;
-pub mod auth;
-pub mod caps;
-pub mod check;
-pub mod cli;
-pub mod client;
-pub mod daemon;
-pub mod diag;
-pub mod event;
-pub mod http;
-pub mod kernel_btf;
-pub mod metrics;
-pub mod metrics_table;
-pub mod netns;
-pub mod probes;
-pub mod record;
-pub mod replay;
-pub mod server;
-pub mod state;
-pub mod stats;
+pub mod model;
+
+pub mod kernel;
+
+pub mod sources;
+
 pub mod table;
-pub mod top;
-pub mod tracefs;
-pub mod vanished;
-pub mod web_config;
 
-/// Release of the running kernel (`uname -r`), empty if unreadable.
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
+pub mod expose;
 
-/// The kernel's HZ (CONFIG_HZ), from its build config where the
-/// distribution ships it; 250, the most common, otherwise. Only turns the
-/// FIN_WAIT2 timeout of a timewait birth into time until the next
-/// snapshot gives the exact expiry.
-pub fn kernel_hz() -> u32 {
-    let config = std::fs::read_to_string(format!("/boot/config-{}", kernel_release()));
-    config
-        .ok()
-        .and_then(|text| parse_config_hz(&text))
-        .unwrap_or_else(|| {
-            log::info!("CONFIG_HZ not found under /boot; assuming 250");
-            250
-        })
-}
+pub mod web;
 
-fn parse_config_hz(config: &str) -> Option<u32> {
-    config
-        .lines()
-        .find_map(|line| line.strip_prefix("CONFIG_HZ="))
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|hz| *hz > 0)
-}
+pub mod commands;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn config_hz() {
-        let text = "CONFIG_HZ_250=y\n# CONFIG_HZ_1000 is not set\nCONFIG_HZ=250\n";
-        assert_eq!(super::parse_config_hz(text), Some(250));
-        assert_eq!(super::parse_config_hz("CONFIG_HZ_PERIODIC=y\n"), None);
-        assert_eq!(super::parse_config_hz("CONFIG_HZ=0\n"), None);
-    }
-}
+pub mod cli;

@@ -1,0 +1,161 @@
+//! The hooks on tracepoints: state transitions (mandatory), EADDRNOTAVAIL
+//! from connect(), and RSTs sent from TIME_WAIT. Each classic tracepoint's
+//! record layout is checked against the running kernel's `format` file
+//! before its program is loaded.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
+    path::Path,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf,
+    programs::{RawTracePoint, TracePoint},
+};
+use monitor_common::{
+    OFFSET_UNKNOWN, SockOffsets,
+    names::programs as p,
+    tracepoints::{connect_tp, reset_tp, set_state_tp},
+};
+
+use super::{functions::one_line, tracefs};
+use crate::model::hooks::{Hook, HookStatus, Method};
+
+/// Attaches the state-change program: the raw tracepoint when the socket
+/// fields it reads are known, else the classic tracepoint. This hook is
+/// mandatory: without it twmon has nothing to report.
+pub fn attach_set_state(
+    ebpf: &mut Ebpf,
+    offsets: &SockOffsets,
+    tracefs: &Path,
+) -> Result<(HookStatus, RawFd)> {
+    let mut status = HookStatus::unattached(Hook::SetState);
+    if offsets.tuple_known() && offsets.sk_protocol != OFFSET_UNKNOWN {
+        match raw_set_state(ebpf) {
+            Ok(fd) => {
+                status.method = Some(Method::RawTracepoint);
+                return Ok((status, fd));
+            }
+            Err(err) => status
+                .refused
+                .push(format!("raw_tracepoint: {}", one_line(&err))),
+        }
+    } else {
+        status
+            .refused
+            .push("raw_tracepoint: socket fields not found in kernel BTF".to_string());
+    }
+    tracefs::verify_tracepoint(tracefs, "sock", "inet_sock_set_state", set_state_tp::FIELDS)?;
+    let fd = classic(ebpf, p::SET_STATE_TP, "sock", "inet_sock_set_state")?;
+    status.method = Some(Method::Tracepoint);
+    Ok((status, fd))
+}
+
+fn raw_set_state(ebpf: &mut Ebpf) -> Result<RawFd> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(p::SET_STATE_RAW)
+        .ok_or_else(|| anyhow!("program {} missing", p::SET_STATE_RAW))?
+        .try_into()?;
+    program.load().context("load")?;
+    program.attach("inet_sock_set_state").context("attach")?;
+    Ok(program.fd()?.as_fd().as_raw_fd())
+}
+
+/// Loads program `name` and attaches it to tracepoint `category:event`.
+fn classic(ebpf: &mut Ebpf, name: &str, category: &str, event: &str) -> Result<RawFd> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    program
+        .load()
+        .with_context(|| format!("verifying {name}"))?;
+    program
+        .attach(category, event)
+        .with_context(|| format!("attaching to tracepoint {category}:{event}"))?;
+    Ok(program.fd()?.as_fd().as_raw_fd())
+}
+
+/// Attaches the connect() syscall tracepoints that see EADDRNOTAVAIL. Not
+/// mandatory: kernels built without syscall tracepoints just lack it.
+pub fn attach_connect(
+    ebpf: &mut Ebpf,
+    offsets: &SockOffsets,
+    tracefs: &Path,
+    filtered: bool,
+) -> (HookStatus, Vec<RawFd>) {
+    let status = HookStatus::unattached(Hook::ConnectEaddrnotavail);
+    if filtered && !offsets.task_netns_known() {
+        return refused(
+            status,
+            "the caller's namespace cannot be read (no BTF offsets)",
+        );
+    }
+    let mut attempt = || -> Result<Vec<RawFd>> {
+        for (event, fields) in [
+            ("sys_enter_connect", connect_tp::ENTER_FIELDS),
+            ("sys_exit_connect", connect_tp::EXIT_FIELDS),
+        ] {
+            tracefs::verify_tracepoint(tracefs, "syscalls", event, fields)?;
+        }
+        Ok(vec![
+            classic(ebpf, p::SYS_ENTER_CONNECT, "syscalls", "sys_enter_connect")?,
+            classic(ebpf, p::SYS_EXIT_CONNECT, "syscalls", "sys_exit_connect")?,
+        ])
+    };
+    outcome(status, attempt())
+}
+
+/// Attaches `tcp:tcp_send_reset`, filtered in the kernel to RSTs sent by
+/// timewait sockets, on kernels that report those there (6.10+, whose
+/// record has a reset reason). Not mandatory. The record's skaddr and
+/// state are all twmon reads from it; the four-tuple is read from the
+/// socket at BTF offsets, and without them the hook is refused.
+pub fn attach_reset(
+    ebpf: &mut Ebpf,
+    offsets: &SockOffsets,
+    tracefs: &Path,
+    filtered: bool,
+) -> (HookStatus, Vec<RawFd>) {
+    let status = HookStatus::unattached(Hook::TimewaitResetSent);
+    if !offsets.tuple_known() || (filtered && !offsets.netns_known()) {
+        return refused(status, "the socket's fields are not in kernel BTF");
+    }
+    let mut attempt = || -> Result<Vec<RawFd>> {
+        let fields =
+            tracefs::verify_tracepoint(tracefs, "tcp", "tcp_send_reset", reset_tp::FIELDS)?;
+        // Before 6.10 (no `reason` field) the tracepoint is not reached
+        // for timewait sockets' RSTs (measured on 6.1: 0 of 10), and a
+        // zero would read as "none sent".
+        if !fields.iter().any(|f| f.name == "reason") {
+            anyhow::bail!(
+                "tcp:tcp_send_reset has no reset reason: kernels before 6.10 do not report \
+                 the RSTs of timewait sockets there"
+            );
+        }
+        Ok(vec![classic(
+            ebpf,
+            p::TCP_SEND_RESET,
+            "tcp",
+            "tcp_send_reset",
+        )?])
+    };
+    outcome(status, attempt())
+}
+
+fn refused(mut status: HookStatus, why: &str) -> (HookStatus, Vec<RawFd>) {
+    status.refused.push(format!("tracepoint: {why}"));
+    (status, Vec::new())
+}
+
+/// A tracepoint hook's status once its attach attempt is over.
+fn outcome(mut status: HookStatus, attempt: Result<Vec<RawFd>>) -> (HookStatus, Vec<RawFd>) {
+    match attempt {
+        Ok(fds) => {
+            status.method = Some(Method::Tracepoint);
+            (status, fds)
+        }
+        Err(err) => refused(status, &one_line(&err)),
+    }
+}

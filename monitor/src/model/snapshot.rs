@@ -1,0 +1,71 @@
+//! What the table is fed besides kernel events: sock_diag snapshots of the
+//! watched namespaces, with the kernel knobs read there. Plain data, made
+//! by `sources::diag` on a live host and by the recording reader on replay.
+
+use super::tcp::{Family, FourTuple, TcpState};
+
+/// One TCP socket as sock_diag listed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiagSocket {
+    pub family: Family,
+    /// For a timewait socket its substate (TIME_WAIT or FIN_WAIT2).
+    pub state: TcpState,
+    /// A timewait socket (`struct inet_timewait_sock`), as opposed to a
+    /// full socket in the same state: inet_diag reports timer 3 for those.
+    pub timewait: bool,
+    /// For a timewait socket: milliseconds until its timer fires.
+    pub expires_ms: u32,
+    pub tuple: FourTuple,
+}
+
+/// The sysctls that decide TIME_WAIT behaviour, per network namespace.
+/// `None` where the file could not be read (older kernels lack some).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Knobs {
+    /// net.ipv4.tcp_max_tw_buckets: more timewait sockets are refused.
+    pub max_tw_buckets: Option<u64>,
+    /// net.ipv4.tcp_tw_reuse: 0 off, 1 on, 2 loopback only.
+    pub tw_reuse: Option<u64>,
+    /// net.ipv4.ip_local_port_range, inclusive.
+    pub port_range: Option<(u16, u16)>,
+    /// net.ipv4.tcp_fin_timeout, seconds: the FIN_WAIT2 substate's life.
+    pub fin_timeout_s: Option<u64>,
+}
+
+impl Knobs {
+    /// Number of ports in ip_local_port_range.
+    pub fn port_range_size(&self) -> Option<u64> {
+        self.port_range
+            .map(|(lo, hi)| u64::from(hi.saturating_sub(lo)) + 1)
+    }
+
+    /// True when `port` is in ip_local_port_range, i.e. may have been
+    /// picked by the kernel for a connect() without bind().
+    pub fn is_ephemeral(&self, port: u16) -> bool {
+        self.port_range
+            .is_some_and(|(lo, hi)| (lo..=hi).contains(&port))
+    }
+}
+
+/// Every TCP socket of one namespace at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetnsSnapshot {
+    pub netns: u32,
+    /// CLOCK_MONOTONIC (the clock of kernel event timestamps) when the dump
+    /// started: anything the table learnt after this may be newer than
+    /// the dump and must not be undone by it.
+    pub taken_ns: u64,
+    pub sockets: Vec<DiagSocket>,
+    pub knobs: Knobs,
+}
+
+/// One round of snapshots over the watched namespaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotRound {
+    /// Namespaces dumped successfully in this round.
+    pub namespaces: Vec<NetnsSnapshot>,
+    /// When every existing namespace was listed (all-namespaces mode), the
+    /// inodes of all of them: entries of namespaces not among them are
+    /// gone with their namespace. `None` when only some were looked at.
+    pub existing: Option<Vec<u32>>,
+}

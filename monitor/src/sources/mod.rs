@@ -1,0 +1,13 @@
+//! Where the daemon's knowledge comes from: the kernel's ring buffer
+//! ([`ring`]) decoded into events ([`decode`]), and the kernel's own socket
+//! lists, sock_diag dumps per network namespace ([`diag`], [`netns`]) taken
+//! on a schedule ([`snapshots`], [`vanished`]); and recordings of both
+//! ([`recording`]) for `twmon replay`.
+
+pub mod decode;
+pub mod diag;
+pub mod netns;
+pub mod recording;
+pub mod ring;
+pub mod snapshots;
+pub mod vanished;

@@ -1,0 +1,189 @@
+//! Reconciliation with sock_diag snapshots.
+
+use super::*;
+
+#[test]
+fn snapshots_confirm_discard_and_end_derived_entries() {
+    let mut table = Table::new(Config {
+        derive_births: true,
+        derive_deaths: true,
+        ..Config::default()
+    });
+    let real = tuple(40010, 80);
+    let aborted = tuple(40011, 80);
+    let killed = tuple(40012, 80);
+    for (i, t) in [real, aborted, killed].into_iter().enumerate() {
+        let sk = 10 + i as u64;
+        table.apply(&change(SEC, sk, t, TcpState::FinWait2, TcpState::Close));
+    }
+    assert_eq!(population(&table), 3);
+    // The dump at 2 s holds two of them: the third was an abort (RST).
+    table.reconcile(&snapshot(
+        2 * SEC,
+        &[
+            (real, TcpState::TimeWait, 59_000),
+            (killed, TcpState::TimeWait, 59_000),
+        ],
+    ));
+    assert_eq!(population(&table), 2);
+    let s = table.summary(20, false);
+    assert_eq!(s.discarded, 1);
+    assert_eq!(s.started.get(&Origin::Transition), Some(&2));
+    assert_eq!(table.get(&k(real)).unwrap().expires_ns, 61 * SEC);
+    assert_eq!(s.drift, Drift::default());
+
+    // At 10 s `killed` is gone long before its time: unknown. At 70 s
+    // `real` is gone after its time: expired.
+    table.reconcile(&snapshot(10 * SEC, &[(real, TcpState::TimeWait, 51_000)]));
+    table.reconcile(&snapshot(70 * SEC, &[]));
+    let s = table.summary(20, false);
+    assert_eq!(s.exited.get(&(DeathCause::Unknown, true)), Some(&1));
+    assert_eq!(s.exited.get(&(DeathCause::Expired, true)), Some(&1));
+    assert!(table.is_empty());
+}
+
+#[test]
+fn snapshots_adopt_what_the_table_missed_and_count_drift() {
+    let mut table = Table::new(Config::default());
+    let before_start = tuple(40020, 443);
+    // Seeding at start is not drift.
+    table.reconcile(&snapshot(
+        100 * SEC,
+        &[(before_start, TcpState::TimeWait, 30_000)],
+    ));
+    let e = *table.get(&k(before_start)).unwrap();
+    assert_eq!(e.origin, Origin::Snapshot);
+    assert_eq!(e.born_ns, 70 * SEC);
+    assert_eq!(e.expires_ns, 130 * SEC);
+    assert_eq!(table.summary(20, false).drift, Drift::default());
+
+    // A birth whose event was lost shows up in the next dump: drift. The
+    // seeded entry is gone without a death event: drift too (probe mode).
+    let lost = tuple(40021, 443);
+    table.reconcile(&snapshot(105 * SEC, &[(lost, TcpState::TimeWait, 59_000)]));
+    let s = table.summary(20, false);
+    assert_eq!(
+        s.drift,
+        Drift {
+            adopted: 1,
+            closed: 1
+        }
+    );
+    assert_eq!(s.exited.get(&(DeathCause::Unknown, true)), Some(&1));
+}
+
+#[test]
+fn a_dump_older_than_what_the_table_knows_changes_nothing() {
+    let mut table = Table::new(Config::default());
+    let t = tuple(40030, 80);
+    table.reconcile(&snapshot(SEC, &[]));
+    // Born while the dump ran (after it started) and not in it: kept.
+    table.apply(&birth(2 * SEC, 7, t, TcpState::TimeWait, 0));
+    table.reconcile(&snapshot(SEC + SEC / 2, &[]));
+    assert!(table.get(&k(t)).is_some());
+    // Died while a dump ran that still lists it: not resurrected.
+    table.apply(&death(3 * SEC, 7, t, DeathCause::Expired));
+    table.reconcile(&snapshot(
+        2 * SEC + SEC / 2,
+        &[(t, TcpState::TimeWait, 100)],
+    ));
+    assert!(table.get(&k(t)).is_none());
+    assert_eq!(table.summary(20, false).drift, Drift::default());
+}
+
+#[test]
+fn a_probe_birth_after_adoption_is_the_same_socket() {
+    let mut table = Table::new(Config::default());
+    let t = tuple(40031, 80);
+    table.reconcile(&snapshot(SEC, &[]));
+    table.reconcile(&snapshot(2 * SEC, &[(t, TcpState::TimeWait, 60_000)]));
+    table.apply(&birth(2 * SEC - 5, 8, t, TcpState::TimeWait, 0));
+    let e = *table.get(&k(t)).unwrap();
+    assert_eq!(
+        (e.origin, e.skaddr, e.born_ns),
+        (Origin::Probe, 8, 2 * SEC - 5)
+    );
+    let s = table.summary(20, false);
+    assert_eq!(s.started.values().sum::<u64>(), 1);
+    assert_eq!(population(&table), 1);
+}
+
+#[test]
+fn a_transition_arriving_after_adoption_explains_the_socket() {
+    let mut table = Table::new(Config {
+        derive_births: true,
+        derive_deaths: true,
+        ..Config::default()
+    });
+    let t = tuple(40032, 80);
+    table.reconcile(&snapshot(SEC, &[]));
+    table.apply(&change(
+        2 * SEC,
+        9,
+        t,
+        TcpState::Established,
+        TcpState::FinWait1,
+    ));
+    table.apply(&closer(2 * SEC, 9, t, "curl"));
+    // The dump saw the timewait socket before the CLOSE event was drained
+    // (a stalled producer in the ring holds later records back).
+    table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
+    assert_eq!(table.get(&k(t)).unwrap().origin, Origin::Snapshot);
+    table.apply(&change(
+        2 * SEC + 5,
+        9,
+        t,
+        TcpState::FinWait2,
+        TcpState::Close,
+    ));
+    let e = *table.get(&k(t)).unwrap();
+    assert_eq!((e.origin, e.born_ns), (Origin::Transition, 2 * SEC + 5));
+    assert_eq!(e.closer.unwrap().comm.as_string(), "curl");
+    assert_eq!(e.expires_ns, 62 * SEC);
+    let s = table.summary(20, false);
+    assert_eq!(s.by_process, vec![((0, "curl".to_string()), 1)]);
+    assert_eq!(s.started.values().sum::<u64>(), 1);
+    assert_eq!(s.derived_births.values().sum::<u64>(), 1);
+}
+
+#[test]
+fn an_adopted_socket_gets_the_closer_its_lost_birth_would_have_carried() {
+    // Probe mode: the birth's kprobe run was skipped (counted lost), the
+    // transitions and the closer arrived.
+    let mut table = Table::new(Config::default());
+    let t = tuple(40033, 80);
+    table.reconcile(&snapshot(SEC, &[]));
+    let (established, fin_wait1) = (TcpState::Established, TcpState::FinWait1);
+    table.apply(&change(2 * SEC, 9, t, established, fin_wait1));
+    table.apply(&closer(2 * SEC, 9, t, "curl"));
+    table.apply(&change(
+        2 * SEC + 5,
+        9,
+        t,
+        TcpState::FinWait2,
+        TcpState::Close,
+    ));
+    assert!(table.get(&k(t)).is_none());
+    table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
+    let e = *table.get(&k(t)).unwrap();
+    assert_eq!(e.origin, Origin::Snapshot);
+    assert_eq!(e.closer.unwrap().comm.as_string(), "curl");
+    assert_eq!(
+        table.summary(20, false).by_process,
+        vec![((0, "curl".to_string()), 1)]
+    );
+}
+
+#[test]
+fn an_aborted_connection_leaves_no_closer_behind() {
+    let mut table = Table::new(Config::default());
+    let t = tuple(40034, 80);
+    table.reconcile(&snapshot(SEC, &[]));
+    let (established, fin_wait1) = (TcpState::Established, TcpState::FinWait1);
+    table.apply(&change(2 * SEC, 9, t, established, fin_wait1));
+    table.apply(&closer(2 * SEC, 9, t, "curl"));
+    // An RST in FIN_WAIT1: no timewait socket.
+    table.apply(&change(2 * SEC + 5, 9, t, fin_wait1, TcpState::Close));
+    table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
+    assert_eq!(table.get(&k(t)).unwrap().closer, None);
+}

@@ -1,0 +1,11 @@
+//! HTTP, both ways: the server that serves the exposition and the API
+//! ([`routes`], [`params`], [`server`]) with TLS and basic auth from an
+//! exporter-toolkit web config ([`config`], [`auth`]), and the client that
+//! `twmon snapshot` and `twmon top` read a daemon with ([`client`]).
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod params;
+pub mod routes;
+pub mod server;
