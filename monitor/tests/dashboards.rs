@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, fs, path::Path};
 
-use monitor::metrics::{Scrape, encode};
+use monitor::expose::{Scrape, metrics::encode};
 
 fn exported_names() -> BTreeSet<String> {
     let scrape = Scrape::showing_everything();

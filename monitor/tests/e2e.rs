@@ -9,9 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::util::TWMON;
 use testkit::{Daemon, TestNetns, client_closes_first, require_root, sample, transitions};
-
-const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
 
 fn start(args: &[&str]) -> Daemon {
     Daemon::start(Path::new(TWMON), args)

@@ -10,9 +10,8 @@ use std::{
     path::Path,
 };
 
+use crate::util::TWMON;
 use testkit::{Daemon, TestNetns, require_root, sample};
-
-const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
 
 fn start(ns: &TestNetns) -> Daemon {
     Daemon::start(

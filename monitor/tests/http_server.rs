@@ -15,12 +15,14 @@ use std::{
 use axum::{Router, routing::get};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use monitor::{
-    http::{Source, router},
-    metrics::Scrape,
-    server::{self, Limits},
-    state::State,
-    table::Config,
-    web_config::WebConfig,
+    expose::{Exposed, View},
+    model::hooks::{Hooks, Method},
+    table::{Config, State},
+    web::{
+        config::WebConfig,
+        routes::router,
+        server::{self, Limits},
+    },
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _},
@@ -37,33 +39,18 @@ use tokio_rustls::{
     },
 };
 
-mod common;
+use crate::util::{Pki, TWMON, read, tls_and_auth_yaml};
 
-use common::{Pki, read, tls_and_auth_yaml};
-
-/// A source with an empty table and every metric shown.
-struct Fixed(std::sync::Mutex<State>);
-
-impl Fixed {
-    fn new() -> Arc<Fixed> {
-        Arc::new(Fixed(std::sync::Mutex::new(State::new(Config::default()))))
-    }
-}
-
-impl Source for Fixed {
-    fn scrape(&self) -> Scrape {
-        Scrape::showing_everything()
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn now_ns(&self) -> u64 {
-        0
-    }
+/// What the server serves: an empty table, every hook attached.
+fn fixed() -> Arc<Exposed> {
+    let state = State::new(Config::default());
+    let hooks = Hooks::all(Method::Fentry);
+    Arc::new(Exposed::replayed(
+        state,
+        hooks,
+        String::new(),
+        View::default(),
+    ))
 }
 
 /// A server on loopback; dropping `stop` (or sending on it) shuts it down.
@@ -88,7 +75,7 @@ async fn start_app(app: Router, limits: Limits) -> Server {
 }
 
 async fn start(limits: Limits) -> Server {
-    start_app(router(Fixed::new()), limits).await
+    start_app(router(fixed()), limits).await
 }
 
 /// Sends `request` and reads until the server closes, for at most 5 s.
@@ -395,7 +382,7 @@ fn tls_and_auth(extra_tls: &str) -> String {
 
 async fn start_from_file(path: &Path) -> Server {
     let web = WebConfig::load(path).expect("valid web config");
-    start_with(router(Fixed::new()), web, Limits::default()).await
+    start_with(router(fixed()), web, Limits::default()).await
 }
 
 #[tokio::test]
@@ -482,7 +469,7 @@ async fn client_certificates_are_required_when_configured() {
 /// read before binding, so a config error must win over "port in use".
 fn daemon_refuses(config: &Path) -> String {
     let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let out = Command::new(env!("CARGO_BIN_EXE_twmon"))
+    let out = Command::new(TWMON)
         .args(["run", "--listen"])
         .arg(held.local_addr().expect("addr").to_string())
         .arg("--web.config.file")

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fs, path::Path};
 
-use monitor::metrics::{Scrape, encode};
+use monitor::expose::{Scrape, metrics::encode};
 
 /// name -> (type, sorted labels) from the exposition, every hook attached.
 fn exported() -> BTreeMap<String, (String, Vec<String>)> {

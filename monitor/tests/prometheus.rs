@@ -14,11 +14,7 @@ use std::{
 
 use testkit::{Daemon, TestNetns, client_closes_first, require_root, sample, try_http_get};
 
-mod common;
-
-use common::{Pki, tls_and_auth_yaml};
-
-const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
+use crate::util::{Pki, TWMON, tls_and_auth_yaml};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")

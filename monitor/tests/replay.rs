@@ -3,9 +3,7 @@
 
 use std::{path::Path, process::Command};
 
-mod common;
-
-const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
+use crate::util::TWMON;
 
 fn replay_json(file: &str) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,11 +22,12 @@ fn replay_json(file: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("replay --json prints JSON")
 }
 
-/// Recorded with `twmon record` on Linux 6.18 in tracepoint-only mode: a
-/// python3 server on 127.0.0.1:8080 answering 30 connections and closing
-/// first, snapshots every second. The CLOSE transitions in it carry local
-/// port 0 (the kernel has released the port by then), so the four-tuples
-/// must come from the close that started them.
+/// Recorded with `twmon record --probes tracepoint --snapshot-interval 1s`
+/// on Linux 6.18, watching a namespace where `python3 -m http.server`
+/// answered 30 HTTP/1.0 requests on 127.0.0.1:8080 and closed first. The
+/// CLOSE transitions in it carry local port 0 (the kernel has released the
+/// port by then), so the four-tuples must come from the close that started
+/// them. Recorded again whenever the kernel record contract changes.
 #[test]
 fn server_closing_first_is_30_derived_births_blamed_on_python() {
     let doc = replay_json("server-closes-30.twrec");
@@ -57,8 +56,8 @@ fn server_closing_first_is_30_derived_births_blamed_on_python() {
 #[test]
 fn snapshot_speaks_tls_and_basic_auth() {
     use std::io::{BufRead as _, BufReader};
-    let pki = common::Pki::new("snapshot");
-    let web = pki.config(&common::tls_and_auth_yaml("ops", "s3cret", ""));
+    let pki = crate::util::Pki::new("snapshot");
+    let web = pki.config(&crate::util::tls_and_auth_yaml("ops", "s3cret", ""));
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/server-closes-30.twrec");
     let mut server = Command::new(TWMON)
         .args(["replay", "--listen", "127.0.0.1:0", "--web.config.file"])

@@ -17,7 +17,7 @@ use std::{
 use serde_json::Value;
 use testkit::{Daemon, TestNetns, client_closes_first, require_root, sample};
 
-const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
+use crate::util::TWMON;
 
 /// Connections per workload: all of them fit one default `--limit`.
 const N: usize = 50;

@@ -1,4 +1,5 @@
-//! Shared by the test files that serve HTTPS (`mod common;`).
+//! Helpers every area of the integration tests shares: the binary under
+//! test, and a throwaway PKI for the ones that serve HTTPS.
 
 use std::{
     fs,
@@ -6,6 +7,9 @@ use std::{
 };
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+/// The twmon binary cargo built for these tests.
+pub const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
 
 /// A throwaway CA that signed a server certificate for localhost and
 /// 127.0.0.1 and a client certificate, as PEM files in a fresh directory
@@ -72,7 +76,6 @@ pub fn tls_and_auth_yaml(user: &str, password: &str, extra_tls: &str) -> String 
     )
 }
 
-#[allow(dead_code)] // not every test file reads PEM files back
 pub fn read(path: &Path) -> Vec<u8> {
     fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }

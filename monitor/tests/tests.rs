@@ -1,0 +1,15 @@
+//! twmon's integration tests: one binary, one module per area, sharing
+//! [`util`] and `testkit`. Tests that need root and a BPF-capable kernel are
+//! `#[ignore]`d for a plain `cargo test`; `cargo xtask test` runs them all.
+
+mod util;
+
+mod dashboards;
+mod e2e;
+mod hazards;
+mod http_server;
+mod layers;
+mod metrics_doc;
+mod prometheus;
+mod replay;
+mod table_cli;
