@@ -29,7 +29,11 @@ fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
         if path.is_dir() {
             sources(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            let rel = path.strip_prefix(src()).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(src())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             // Comments may name any layer; only code uses one.
             let code: String = fs::read_to_string(&path)
                 .unwrap()
@@ -147,7 +151,8 @@ fn no_two_files_of_a_layer_use_each_other() {
 
 #[test]
 fn the_parser_finds_grouped_and_plain_uses() {
-    let text = "use crate::{\n    model::x,\n    table::{A, B},\n};\nlet y = crate::kernel::host::f();";
+    let text =
+        "use crate::{\n    model::x,\n    table::{A, B},\n};\nlet y = crate::kernel::host::f();";
     let found: Vec<String> = used_after(text, "crate::").into_iter().collect();
     assert_eq!(found, ["kernel", "model", "table"]);
     assert_eq!(
