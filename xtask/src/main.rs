@@ -3,6 +3,7 @@
 //! `cargo xtask setup` makes a fresh machine ready; `run` and `test` call it
 //! first, so each is a single command on a machine that has only rustup.
 
+mod bench;
 mod kernels;
 mod setup;
 mod tasks;
@@ -40,6 +41,15 @@ enum Command {
         #[arg(long, value_name = "SCENARIO")]
         only: Option<String>,
     },
+    /// Measure what twmon costs the host (throughput with and without it,
+    /// lost events, idle CPU and memory at 100k and 1M timewait sockets,
+    /// scrape time against node_exporter and ss); writes bench/results.md.
+    Bench {
+        /// A short run (about a minute) that writes to target/bench/: what
+        /// CI runs so the bench cannot rot.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() {
@@ -48,6 +58,7 @@ fn main() {
         Command::Setup => setup::run(),
         Command::Run { args } => tasks::run(&args),
         Command::Test => tasks::test(),
+        Command::Bench { quick } => bench::bench(quick),
         Command::VmTest { only } => setup::run()
             .and_then(|()| vm::vm_test(only.as_deref()))
             .map(|v| {

@@ -1,0 +1,300 @@
+//! The measurements themselves, and what each one found.
+
+use std::{
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{
+    Bins, Plan,
+    daemon::{self, Server, population},
+    host::{Netns, cpu_time, rss, sample},
+};
+
+/// One churn run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Churn {
+    pub connections: u64,
+    pub seconds: f64,
+    pub errors: u64,
+}
+
+impl Churn {
+    pub fn rate(&self) -> f64 {
+        (self.connections - self.errors) as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// One pair: the churn without and with twmon.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pair {
+    pub without: Churn,
+    pub with: Churn,
+    /// twmon's CPU during its run, seconds.
+    pub twmon_cpu: f64,
+}
+
+impl Pair {
+    pub fn ratio(&self) -> f64 {
+        self.with.rate() / self.without.rate().max(1e-9)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Overhead {
+    pub threads: usize,
+    pub pairs: Vec<Pair>,
+}
+
+impl Overhead {
+    pub fn median_ratio(&self) -> f64 {
+        let mut r: Vec<f64> = self.pairs.iter().map(Pair::ratio).collect();
+        r.sort_by(f64::total_cmp);
+        match r.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => r[n / 2],
+            n => (r[n / 2 - 1] + r[n / 2]) / 2.0,
+        }
+    }
+}
+
+/// What twmon saw of the highest churn.
+#[derive(Clone, Debug, Default)]
+pub struct Loss {
+    pub churn: Churn,
+    pub events: f64,
+    pub lost: f64,
+    pub ringbuf_full: f64,
+    pub run_skipped: f64,
+    /// Timewait sockets in the table, and those without a closing process.
+    pub entries: f64,
+    pub unknown_closer: f64,
+}
+
+/// N timewait sockets, no churn.
+#[derive(Clone, Debug, Default)]
+pub struct Population {
+    pub target: u64,
+    pub fill: Churn,
+    /// `ss` and twmon at the start of the idle window.
+    pub ss: u64,
+    pub twmon: f64,
+    /// Largest |twmon - ss| / ss seen at the checks.
+    pub worst_error: f64,
+    pub idle_cpu_share: f64,
+    /// CPU per snapshot dump, and the interval the CPU budget set.
+    pub dump_cpu: f64,
+    pub snapshot_interval: f64,
+    pub rss_growth_per_socket: f64,
+    pub twmon_scrape: Duration,
+    pub node_exporter_scrape: Duration,
+    pub node_exporter_value: f64,
+    pub ss_time: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Results {
+    pub kernel: String,
+    pub overhead: Vec<Overhead>,
+    pub loss: Option<Loss>,
+    pub populations: Vec<Population>,
+}
+
+pub fn all(bins: &Bins, plan: &Plan, out: &Path) -> Result<Results> {
+    let mut results = Results {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        ..Results::default()
+    };
+    for threads in [1, 2] {
+        results.overhead.push(overhead(bins, plan, threads, out)?);
+    }
+    results.loss = Some(loss(bins, plan, out)?);
+    for &n in plan.populations {
+        results
+            .populations
+            .push(idle_population(bins, plan, n, out)?);
+    }
+    Ok(results)
+}
+
+fn churn(bins: &Bins, ns: &Netns, args: &[&str]) -> Result<Churn> {
+    let churn = bins.churn.to_string_lossy();
+    let mut cmd = vec![churn.as_ref()];
+    cmd.extend(args);
+    let line = ns.exec(&cmd)?;
+    let field = |name: &str| -> Result<f64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("twmon-churn printed no {name}: {line}"))
+    };
+    Ok(Churn {
+        connections: field("connections")? as u64,
+        seconds: field("seconds")?,
+        errors: field("errors")? as u64,
+    })
+}
+
+fn overhead(bins: &Bins, plan: &Plan, threads: usize, out: &Path) -> Result<Overhead> {
+    let ns = Netns::new(&format!("twmon-bench-{threads}t"))?;
+    let (t, s) = (threads.to_string(), plan.seconds.to_string());
+    let args = ["--threads", t.as_str(), "--seconds", s.as_str()];
+    let mut series = Overhead {
+        threads,
+        pairs: Vec::new(),
+    };
+    for i in 0..plan.pairs {
+        let mut pair = Pair::default();
+        // The order alternates, so a drift over the series (the timewait
+        // population grows) weighs on both sides alike.
+        for with in [i % 2 == 1, i % 2 == 0] {
+            if with {
+                let twmon = daemon::twmon(&bins.twmon, &out.join("twmon-overhead.log"), &[])?;
+                let cpu0 = cpu_time(twmon.pid())?;
+                pair.with = churn(bins, &ns, &args)?;
+                pair.twmon_cpu = (cpu_time(twmon.pid())? - cpu0).as_secs_f64();
+                twmon.stop()?;
+            } else {
+                pair.without = churn(bins, &ns, &args)?;
+            }
+        }
+        eprintln!(
+            "xtask: bench: {threads} thread(s), pair {}: {:.0}/s without, {:.0}/s with, ratio {:.3}",
+            i + 1,
+            pair.without.rate(),
+            pair.with.rate(),
+            pair.ratio()
+        );
+        series.pairs.push(pair);
+    }
+    Ok(series)
+}
+
+fn loss(bins: &Bins, plan: &Plan, out: &Path) -> Result<Loss> {
+    let ns = Netns::new("twmon-bench-loss")?;
+    let netns = format!("/run/netns/{}", ns.name);
+    let extra = ["--netns", netns.as_str(), "--snapshot-interval", "1s"];
+    let twmon = daemon::twmon(&bins.twmon, &out.join("twmon-loss.log"), &extra)?;
+    let s = plan.seconds.max(3).to_string();
+    let churn = churn(bins, &ns, &["--threads", "2", "--seconds", &s])?;
+    // Let the ring drain and two snapshots confirm the derived births.
+    thread::sleep(Duration::from_millis(2500));
+    let (text, _) = twmon.scrape()?;
+    twmon.stop()?;
+    let error = |reason: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("twmon_kernel_errors_total{") && l.contains(reason))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    Ok(Loss {
+        churn,
+        events: sample(&text, "twmon_events_total", ""),
+        lost: sample(&text, "twmon_events_lost_total", ""),
+        ringbuf_full: error("reason=\"ringbuf_full\"") + 0.0,
+        run_skipped: error("reason=\"run_skipped\"") + 0.0,
+        entries: sample(&text, "twmon_table_entries", ""),
+        unknown_closer: sample(
+            &text,
+            "twmon_timewait_sockets_by_process",
+            "comm=\"unknown\"",
+        ),
+    })
+}
+
+fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Population> {
+    let ns = Netns::new("twmon-bench-idle")?;
+    let twmon = daemon::twmon(&bins.twmon, &out.join(format!("twmon-idle-{n}.log")), &[])?;
+    let rss0 = rss(twmon.pid())?;
+    let count = n.to_string();
+    let fill = churn(bins, &ns, &["--threads", "2", "--connections", &count])?;
+    if fill.seconds > 50.0 {
+        bail!(
+            "filling {n} timewait sockets took {:.0} s: more than TIME_WAIT lasts",
+            fill.seconds
+        );
+    }
+    let (ss, twmon_now) = settle(&twmon, &ns)?;
+    let rss1 = rss(twmon.pid())?;
+    let cpu0 = cpu_time(twmon.pid())?;
+    let started = Instant::now();
+    thread::sleep(Duration::from_secs(plan.idle_seconds.into()));
+    let cpu = (cpu_time(twmon.pid())? - cpu0).as_secs_f64() / started.elapsed().as_secs_f64();
+    let worst = compare(&twmon, &ns, 3)?;
+    let metrics = twmon.scrape()?.0;
+    let rounds = sample(&metrics, "twmon_snapshots_total", "").max(1.0);
+    let dump_cpu = sample(&metrics, "twmon_snapshot_cpu_seconds_total", "") / rounds;
+    let snapshot_interval = sample(&metrics, "twmon_snapshot_interval_seconds", "");
+    let scrapes = (0..5)
+        .map(|_| twmon.scrape().map(|(_, d)| d))
+        .collect::<Result<Vec<_>>>()?;
+    let node = daemon::node_exporter(&ns.name, &out.join("node-exporter.log"))?;
+    let node_scrapes = (0..3).map(|_| node.scrape()).collect::<Result<Vec<_>>>()?;
+    let node_value = sample(
+        &node_scrapes[0].0,
+        "node_tcp_connection_states",
+        "state=\"time_wait\"",
+    );
+    let (_, ss_time) = ns.ss_timewait()?;
+    twmon.stop()?;
+    Ok(Population {
+        target: n,
+        fill,
+        ss,
+        twmon: twmon_now,
+        worst_error: worst,
+        idle_cpu_share: cpu,
+        dump_cpu,
+        snapshot_interval,
+        rss_growth_per_socket: rss1.saturating_sub(rss0) as f64 / ss.max(1) as f64,
+        twmon_scrape: median(scrapes),
+        node_exporter_scrape: median(node_scrapes.into_iter().map(|(_, d)| d).collect()),
+        node_exporter_value: node_value,
+        ss_time,
+    })
+}
+
+/// Waits until twmon's population is within 1 % of `ss` (its snapshots
+/// have caught up); returns both.
+fn settle(twmon: &Server, ns: &Netns) -> Result<(u64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ss, _) = ns.ss_timewait()?;
+        let pop = population(&twmon.scrape()?.0);
+        if (pop - ss as f64).abs() <= 0.01 * ss as f64 || Instant::now() > deadline {
+            return Ok((ss, pop));
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `checks` comparisons of twmon's population with `ss`, each bracketing
+/// one `ss` between two scrapes (the population moves while `ss` runs);
+/// returns the worst relative error.
+fn compare(twmon: &Server, ns: &Netns, checks: usize) -> Result<f64> {
+    let mut worst: f64 = 0.0;
+    for _ in 0..checks {
+        let before = population(&twmon.scrape()?.0);
+        let (ss, _) = ns.ss_timewait()?;
+        let after = population(&twmon.scrape()?.0);
+        let ss = ss as f64;
+        let nearest = if (before - ss).abs() < (after - ss).abs() {
+            before
+        } else {
+            after
+        };
+        worst = worst.max((nearest - ss).abs() / ss.max(1.0));
+    }
+    Ok(worst)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
