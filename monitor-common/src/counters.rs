@@ -1,7 +1,14 @@
-//! What the kernel programs count themselves because userspace cannot see
-//! it happen: every way a record can fail to reach the ring buffer, per
-//! hook and reason, in the per-CPU [`COUNTERS`](crate::names::maps::COUNTERS)
-//! array. The daemon sums them on scrape; all of them are lost records.
+//! What the kernel programs count themselves, read by the daemon at each
+//! scrape rather than sent record by record:
+//!
+//! - every way a record can fail to reach the ring buffer, per hook and
+//!   reason ([`Errors`], in [`COUNTERS`](crate::names::maps::COUNTERS));
+//! - every TCP state transition ([`Transitions`], in
+//!   [`TRANSITIONS`](crate::names::maps::TRANSITIONS)): counting needs no
+//!   four-tuple, so it never costs a record.
+//!
+//! Each map is a per-CPU array with one entry holding the whole table, so
+//! a scrape reads it in one lookup.
 
 use crate::hooks::Hook;
 
@@ -23,7 +30,12 @@ pub mod reason {
     pub const MAP_FULL: u32 = 5;
     /// Reading the caller's memory failed (a syscall's arguments).
     pub const USER_READ_FAILED: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// Not a loss: a run the kernel skipped (the hook's program was
+    /// already running on that CPU, interrupted by a softirq) and that the
+    /// hook's nested program did instead. The daemon subtracts these from
+    /// the kernel's count of skipped runs.
+    pub const RECOVERED: u32 = 7;
+    pub const COUNT: u32 = 8;
 
     /// Label values, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -34,14 +46,36 @@ pub mod reason {
         "too_deep",
         "map_full",
         "user_read_failed",
+        "recovered",
     ];
 }
 
-/// Slots in the array.
-pub const SLOTS: u32 = Hook::COUNT * reason::COUNT;
+/// Reasons that are losses (all but [`reason::RECOVERED`]).
+pub const fn is_loss(why: u32) -> bool {
+    why != reason::RECOVERED
+}
+
+/// Slots of [`Errors`].
+pub const SLOTS: usize = (Hook::COUNT * reason::COUNT) as usize;
+
+/// Lost records, by [`slot`].
+pub type Errors = [u64; SLOTS];
 
 /// The slot counting `reason` for `hook`.
 #[inline(always)]
-pub const fn slot(hook: Hook, reason: u32) -> u32 {
-    hook as u32 * reason::COUNT + reason
+pub const fn slot(hook: Hook, reason: u32) -> usize {
+    (hook as u32 * reason::COUNT + reason) as usize
+}
+
+/// Slots of [`Transitions`]: every (old, new) pair of the 4-bit state
+/// numbers, so an index needs no bounds but a mask.
+pub const TRANSITION_SLOTS: usize = 256;
+
+/// TCP state transitions, by [`transition_slot`].
+pub type Transitions = [u64; TRANSITION_SLOTS];
+
+/// The slot counting transitions from state `old` to `new`.
+#[inline(always)]
+pub const fn transition_slot(old: u8, new: u8) -> usize {
+    ((old as usize & 0xf) << 4) | (new as usize & 0xf)
 }

@@ -11,6 +11,7 @@
 //! - [`hooks`] and [`counters`]: which hook counts what, in the per-CPU
 //!   counters the daemon sums on scrape;
 //! - [`names`]: the names of maps, programs and load-time globals;
+//! - [`recent`]: the kernel's Bloom filter of four-tuples recently closed;
 //! - [`offsets`]: struct field offsets resolved from kernel BTF;
 //! - [`tracepoints`]: the tracepoint record layouts the programs read.
 #![no_std]
@@ -19,6 +20,7 @@ pub mod counters;
 pub mod hooks;
 pub mod names;
 pub mod offsets;
+pub mod recent;
 pub mod record;
 pub mod tcp;
 pub mod tracepoints;

@@ -7,9 +7,15 @@
 pub mod maps {
     /// The ring buffer every record travels in.
     pub const EVENTS: &str = "EVENTS";
-    /// Per-CPU error counters (see [`counters`](crate::counters)).
+    /// Per-CPU lost records (see [`counters`](crate::counters)).
     pub const COUNTERS: &str = "COUNTERS";
-    pub const ALL: &[&str] = &[EVENTS, COUNTERS];
+    /// Per-CPU TCP state transitions (see [`counters`](crate::counters)).
+    pub const TRANSITIONS: &str = "TRANSITIONS";
+    /// Four-tuples recently closed (see [`recent`](crate::recent)).
+    pub const RECENT: &str = "RECENT";
+    /// The current generation of [`RECENT`].
+    pub const RECENT_GEN: &str = "RECENT_GEN";
+    pub const ALL: &[&str] = &[EVENTS, COUNTERS, TRANSITIONS, RECENT, RECENT_GEN];
 }
 
 /// Load-time globals the daemon sets.
@@ -26,6 +32,8 @@ pub mod globals {
 /// Programs, by hook family (the `monitor-ebpf` module that defines them).
 pub mod programs {
     // set_state
+    pub const SET_STATE_BTF: &str = "inet_sock_set_state_btf";
+    pub const SET_STATE_BTF_NESTED: &str = "inet_sock_set_state_btf_nested";
     pub const SET_STATE_RAW: &str = "inet_sock_set_state_raw";
     pub const SET_STATE_TP: &str = "inet_sock_set_state";
     // connect
@@ -62,6 +70,8 @@ pub mod programs {
     pub const TWSK_DESTRUCTOR_KPROBE: &str = "tcp_twsk_destructor_kprobe";
 
     pub const ALL: &[&str] = &[
+        SET_STATE_BTF,
+        SET_STATE_BTF_NESTED,
         SET_STATE_RAW,
         SET_STATE_TP,
         SYS_ENTER_CONNECT,

@@ -38,6 +38,10 @@ pub struct SockOffsets {
     /// `struct inet_timewait_sock` -> `tw_timer`: the timer handler gets a
     /// pointer to it and steps back to the socket.
     pub tw_timer: u32,
+    /// `struct inet_sock` -> `inet_sport`: the local port, network byte
+    /// order (u16). Unlike `skc_num`, still set when a closing socket
+    /// reports CLOSE (the port is released before that).
+    pub inet_sport: u32,
 }
 
 impl SockOffsets {
@@ -56,6 +60,7 @@ impl SockOffsets {
         task_nsproxy: OFFSET_UNKNOWN,
         nsproxy_net_ns: OFFSET_UNKNOWN,
         tw_timer: OFFSET_UNKNOWN,
+        inet_sport: OFFSET_UNKNOWN,
     };
 }
 

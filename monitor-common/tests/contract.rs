@@ -3,9 +3,10 @@
 //! record of the wrong size or kind is refused, never half-read.
 
 use monitor_common::{
+    counters::{self, transition_slot},
     record::{
-        Closer, ConnectFailure, Record, ResetSent, Stamp, StateChange, Tuple, TwAlloc, TwDeath,
-        TwSegment, UnpackError, Wire, cause, ipv4, kind, unpack,
+        Closed, ConnectFailure, Process, Record, ResetSent, Stamp, StateChange, Tuple, TwAlloc,
+        TwDeath, TwSegment, UnpackError, Wire, cause, ipv4, kind, unpack,
     },
     tcp::{family, flags, state, verdict},
 };
@@ -27,6 +28,10 @@ fn tuple() -> Tuple {
     }
 }
 
+fn curl() -> Process {
+    Process::new((4242 << 32) | 4243, 7777, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0")
+}
+
 fn every_record() -> Vec<Record> {
     vec![
         Record::StateChange(StateChange::new(
@@ -40,6 +45,7 @@ fn every_record() -> Vec<Record> {
             AT,
             0xffff_8880_0000_1000,
             0xffff_8880_0000_2000,
+            curl(),
             tuple(),
             state::FIN_WAIT2,
             15000,
@@ -65,14 +71,12 @@ fn every_record() -> Vec<Record> {
             state::TIME_WAIT,
             cause::REUSED_BY_SYN,
         )),
-        Record::Closer(Closer::new(
+        Record::Closed(Closed::new(
             AT,
             0xffff_8880_0000_1000,
-            (4242 << 32) | 4243,
-            7777,
-            *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-            40000,
-            443,
+            curl(),
+            tuple(),
+            state::FIN_WAIT2,
         )),
         Record::ResetSent(ResetSent::new(
             AT,
@@ -98,16 +102,39 @@ fn every_record_type_round_trips() {
 
 #[test]
 fn named_fields_land_where_the_kernel_wrote_them() {
-    let Record::Closer(closer) = every_record()[5] else {
-        panic!("not a closer")
+    let Record::Closed(closed) = every_record()[5] else {
+        panic!("not a close")
     };
-    assert_eq!((closer.pid, closer.tid), (4242, 4243));
-    let bytes = closer.as_bytes();
-    assert_eq!(bytes.len(), 64);
+    assert_eq!((closed.process.pid, closed.process.tid), (4242, 4243));
+    assert!(closed.process.is_known() && !Process::default().is_known());
+    let bytes = closed.as_bytes();
+    assert_eq!(bytes.len(), 96);
     assert_eq!(&bytes[..8], &AT.ts_ns.to_ne_bytes());
-    assert_eq!(bytes[12], kind::CLOSER);
+    assert_eq!(bytes[12], kind::CLOSED);
     assert_eq!(bytes[13], family::INET6);
+    // cgroup, pid, tid, then the comm.
+    assert_eq!(&bytes[24..32], &7777u64.to_ne_bytes());
     assert_eq!(&bytes[40..44], b"curl");
+    assert_eq!(bytes[92], state::FIN_WAIT2);
+}
+
+#[test]
+fn counter_slots_are_distinct_and_in_range() {
+    use monitor_common::hooks::Hook;
+    let mut seen = std::collections::BTreeSet::new();
+    for hook in Hook::ALL {
+        for reason in 0..counters::reason::COUNT {
+            let slot = counters::slot(hook, reason);
+            assert!(slot < counters::SLOTS && seen.insert(slot));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for old in 1..=state::MAX {
+        for new in 1..=state::MAX {
+            let slot = transition_slot(old, new);
+            assert!(slot < counters::TRANSITION_SLOTS && seen.insert(slot));
+        }
+    }
 }
 
 #[test]

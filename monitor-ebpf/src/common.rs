@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     OFFSET_UNKNOWN, SockOffsets,
-    counters::{self, reason},
+    counters::{self, Errors, Transitions, reason},
     hooks::Hook,
     record::{Stamp, Tuple, Wire},
     tcp::family,
@@ -31,15 +31,19 @@ static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets::UNKNOWN);
 #[unsafe(no_mangle)]
 static RING_WAKE_BYTES: Global<u64> = Global::new(64 * 1024);
 
-/// Every record for userspace. 256 KiB by default; the daemon may resize
-/// it before load.
+/// Every record for userspace. The daemon sizes it before load
+/// (`--ring-buffer-bytes`).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Lost records by hook and reason (`monitor_common::counters`), summed
-/// over CPUs by the daemon on scrape.
+/// over CPUs by the daemon on scrape: one entry, the whole table.
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::SLOTS, 0);
+static COUNTERS: PerCpuArray<Errors> = PerCpuArray::with_max_entries(1, 0);
+
+/// TCP state transitions, likewise: counted here, never sent.
+#[map]
+static TRANSITIONS: PerCpuArray<Transitions> = PerCpuArray::with_max_entries(1, 0);
 
 /// `Err(reason)`: what a program was about to report is lost, and why.
 pub type Outcome = Result<(), u32>;
@@ -54,13 +58,25 @@ pub fn finish(hook: Hook, outcome: Outcome) {
 
 #[inline(always)]
 pub fn count(hook: Hook, why: u32) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counters::slot(hook, why)) {
+    if let Some(errors) = COUNTERS.get_ptr_mut(0)
+        && let Some(slot) = unsafe { &mut *errors }.get_mut(counters::slot(hook, why))
+    {
         // Per-CPU. Two different programs (a raw tracepoint and an fentry,
         // say) can still nest on one CPU through an interrupt; an increment
         // lost that way needs the interrupt to land between this load and
         // store while the inner program bumps the same slot. The BPF target
         // has no atomic add in stable Rust, so that window is accepted.
-        unsafe { *slot += 1 };
+        *slot += 1;
+    }
+}
+
+/// Counts a transition from `old` to `new`.
+#[inline(always)]
+pub fn count_transition(old: u8, new: u8) {
+    if let Some(all) = TRANSITIONS.get_ptr_mut(0)
+        && let Some(slot) = unsafe { &mut *all }.get_mut(counters::transition_slot(old, new))
+    {
+        *slot += 1;
     }
 }
 
@@ -71,14 +87,52 @@ pub fn offsets() -> SockOffsets {
     SOCK_OFFSETS.load()
 }
 
+/// How a program reads kernel memory.
+///
+/// Programs whose arguments are typed by BTF (tp_btf, fentry) may load
+/// through those pointers directly: the verifier checks each load against
+/// the struct's layout (the offsets are load-time constants it can see)
+/// and turns it into a plain load that cannot fault, several times cheaper
+/// than the helper. Others go through `bpf_probe_read_kernel`.
+pub trait Kmem {
+    fn load<T>(addr: u64) -> Result<T, u32>;
+}
+
+/// `bpf_probe_read_kernel`: any program, any pointer.
+pub struct Probe;
+
+impl Kmem for Probe {
+    #[inline(always)]
+    fn load<T>(addr: u64) -> Result<T, u32> {
+        unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(|_| reason::READ_FAILED)
+    }
+}
+
+/// A direct load through a BTF-typed pointer (or one loaded through it).
+pub struct Direct;
+
+impl Kmem for Direct {
+    #[inline(always)]
+    fn load<T>(addr: u64) -> Result<T, u32> {
+        // SAFETY: the verifier admits this only through a BTF-typed pointer
+        // at an offset of its struct, and makes the load fault-free.
+        Ok(unsafe { core::ptr::read_volatile(addr as *const T) })
+    }
+}
+
 /// Reads `T` at `base + offset` in kernel memory.
 #[inline(always)]
 pub fn read<T>(base: u64, offset: u32) -> Result<T, u32> {
+    read_with::<Probe, T>(base, offset)
+}
+
+/// Reads `T` at `base + offset` with `M`.
+#[inline(always)]
+pub fn read_with<M: Kmem, T>(base: u64, offset: u32) -> Result<T, u32> {
     if offset == OFFSET_UNKNOWN {
         return Err(reason::READ_FAILED);
     }
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }
-        .map_err(|_| reason::READ_FAILED)
+    M::load(base + offset as u64)
 }
 
 /// Network namespace inode of `sk`; 0 when unknown (no BTF offsets), or
@@ -86,11 +140,17 @@ pub fn read<T>(base: u64, offset: u32) -> Result<T, u32> {
 /// without its namespace.
 #[inline(always)]
 pub fn netns_of(hook: Hook, o: &SockOffsets, sk: u64) -> u32 {
+    netns_with::<Probe>(hook, o, sk)
+}
+
+/// [`netns_of`], read with `M`.
+#[inline(always)]
+pub fn netns_with<M: Kmem>(hook: Hook, o: &SockOffsets, sk: u64) -> u32 {
     if !o.netns_known() {
         return 0;
     }
-    let inode = match read::<u64>(sk, o.skc_net) {
-        Ok(net) if net != 0 => read::<u32>(net, o.net_inum).ok(),
+    let inode = match read_with::<M, u64>(sk, o.skc_net) {
+        Ok(net) if net != 0 => read_with::<M, u32>(net, o.net_inum).ok(),
         _ => None,
     };
     inode.unwrap_or_else(|| {
@@ -124,29 +184,40 @@ pub fn tw_substate(o: &SockOffsets, tw: u64) -> u8 {
     read(tw, o.tw_substate).unwrap_or(0)
 }
 
-/// `sk->sk_protocol`.
+/// `sk->sk_protocol`, read with `M`.
 #[inline(always)]
-pub fn sk_protocol(o: &SockOffsets, sk: u64) -> Result<u16, u32> {
-    read(sk, o.sk_protocol)
+pub fn sk_protocol<M: Kmem>(o: &SockOffsets, sk: u64) -> Result<u16, u32> {
+    read_with::<M, u16>(sk, o.sk_protocol)
 }
 
 /// The address family and four-tuple of `sk`, a full or a timewait socket
 /// (both start with `sock_common`).
 #[inline(always)]
 pub fn tuple_of(o: &SockOffsets, sk: u64) -> Result<(u8, Tuple), u32> {
-    let fam: u16 = read(sk, o.skc_family)?;
-    let sport: u16 = read(sk, o.skc_num)?;
-    let dport_be: u16 = read(sk, o.skc_dport)?;
+    tuple_with::<Probe>(o, sk)
+}
+
+/// [`tuple_of`], read with `M`. Addresses are read as whole words: a
+/// direct load must be one the verifier can match to a field.
+#[inline(always)]
+pub fn tuple_with<M: Kmem>(o: &SockOffsets, sk: u64) -> Result<(u8, Tuple), u32> {
+    let fam: u16 = read_with::<M, u16>(sk, o.skc_family)?;
+    let sport: u16 = read_with::<M, u16>(sk, o.skc_num)?;
+    let dport_be: u16 = read_with::<M, u16>(sk, o.skc_dport)?;
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];
     if fam == family::INET6 as u16 {
-        saddr = read(sk, o.skc_v6_rcv_saddr)?;
-        daddr = read(sk, o.skc_v6_daddr)?;
+        let s: [u64; 2] = read_with::<M, [u64; 2]>(sk, o.skc_v6_rcv_saddr)?;
+        let d: [u64; 2] = read_with::<M, [u64; 2]>(sk, o.skc_v6_daddr)?;
+        saddr[..8].copy_from_slice(&s[0].to_ne_bytes());
+        saddr[8..].copy_from_slice(&s[1].to_ne_bytes());
+        daddr[..8].copy_from_slice(&d[0].to_ne_bytes());
+        daddr[8..].copy_from_slice(&d[1].to_ne_bytes());
     } else {
-        let s: [u8; 4] = read(sk, o.skc_rcv_saddr)?;
-        let d: [u8; 4] = read(sk, o.skc_daddr)?;
-        saddr[..4].copy_from_slice(&s);
-        daddr[..4].copy_from_slice(&d);
+        let s: u32 = read_with::<M, u32>(sk, o.skc_rcv_saddr)?;
+        let d: u32 = read_with::<M, u32>(sk, o.skc_daddr)?;
+        saddr[..4].copy_from_slice(&s.to_ne_bytes());
+        daddr[..4].copy_from_slice(&d.to_ne_bytes());
     }
     let tuple = Tuple {
         saddr,
@@ -155,6 +226,12 @@ pub fn tuple_of(o: &SockOffsets, sk: u64) -> Result<(u8, Tuple), u32> {
         dport: u16::from_be(dport_be),
     };
     Ok((fam as u8, tuple))
+}
+
+/// Whether the daemon watches one namespace only.
+#[inline(always)]
+pub fn filtering() -> bool {
+    NETNS_FILTER.load() != 0
 }
 
 /// True when records of namespace `netns` should be reported.

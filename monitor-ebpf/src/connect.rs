@@ -1,13 +1,17 @@
 //! `connect()` failing with EADDRNOTAVAIL: the kernel found no free local
 //! port, i.e. no unused four-tuple toward that destination. Seen through
-//! the syscall tracepoints, which exist even on kernels without kprobes:
-//! the entry keeps the destination (user memory, read while it is valid)
-//! by thread, the exit reports it if the call failed that way.
+//! the syscall tracepoints, which exist even on kernels without kprobes.
+//!
+//! They run for every connect() on the host, whatever the protocol, so the
+//! entry does the least it can: it notes the caller's sockaddr pointer in a
+//! slot of its thread. Only a call that failed with EADDRNOTAVAIL reads the
+//! destination (still in the caller's memory: it is the same thread) and
+//! its namespace at exit.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::Array,
     programs::TracePointContext,
 };
 use monitor_common::{
@@ -19,21 +23,26 @@ use crate::common::{Outcome, current_netns, emit, finish, netns_wanted, offsets,
 const HOOK: Hook = Hook::ConnectEaddrnotavail;
 const EADDRNOTAVAIL: i64 = 99;
 
+/// A connect() in progress: who called, and where its sockaddr is.
 #[derive(Clone, Copy)]
 #[repr(C)]
-pub struct Dest {
-    family: u16,
-    /// Network byte order, as in the sockaddr.
-    port_be: u16,
-    netns: u32,
-    addr: [u8; 16],
+pub struct Call {
+    pid_tgid: u64,
+    uaddr: u64,
 }
 
-/// Destinations of connect() calls in progress, by thread. Bounded: a
-/// thread blocked in connect holds one entry; LRU drops the oldest if
-/// more threads than that are connecting at once.
+/// Slots by thread id (its low bits): a plain array, no hashing and no
+/// locks on this path. Two threads sharing a slot while both connect make
+/// the earlier one's exit miss; that is counted as unpaired only when the
+/// call failed the way twmon reports.
+const SLOTS: u32 = 4096;
 #[map]
-static CONNECTING: LruHashMap<u64, Dest> = LruHashMap::with_max_entries(16384, 0);
+static CONNECTING: Array<Call> = Array::with_max_entries(SLOTS, 0);
+
+#[inline(always)]
+fn slot(pid_tgid: u64) -> u32 {
+    pid_tgid as u32 & (SLOTS - 1)
+}
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -55,51 +64,46 @@ fn user<T>(addr: u64) -> Result<T, u32> {
 
 #[inline(always)]
 fn enter(ctx: &TracePointContext) -> Outcome {
-    let netns = current_netns(&offsets())?;
-    if !netns_wanted(netns) {
-        return Ok(());
-    }
+    let pid_tgid = bpf_get_current_pid_tgid();
     let uaddr: u64 =
         unsafe { ctx.read_at(connect_tp::USERVADDR) }.map_err(|_| reason::READ_FAILED)?;
-    let fam: u16 = user(uaddr)?;
-    let port_be: u16 = user(uaddr + 2)?;
-    let mut addr = [0u8; 16];
-    if fam == u16::from(family::INET) {
-        let a: [u8; 4] = user(uaddr + 4)?;
-        addr[..4].copy_from_slice(&a);
-    } else if fam == u16::from(family::INET6) {
-        addr = user(uaddr + 8)?;
-    } else {
-        return Ok(());
+    if let Some(call) = CONNECTING.get_ptr_mut(slot(pid_tgid)) {
+        unsafe { *call = Call { pid_tgid, uaddr } };
     }
-    let dest = Dest {
-        family: fam,
-        port_be,
-        netns,
-        addr,
-    };
-    CONNECTING
-        .insert(bpf_get_current_pid_tgid(), dest, 0)
-        .map_err(|_| reason::MAP_FULL)
+    Ok(())
 }
 
 #[inline(always)]
 fn exit(ctx: &TracePointContext) -> Outcome {
-    let id = bpf_get_current_pid_tgid();
-    let Some(dest) = (unsafe { CONNECTING.get(id) }).copied() else {
-        return Ok(());
-    };
-    // Gone already if LRU pressure took it: nothing left to clean up.
-    let _ = CONNECTING.remove(id);
     let ret: i64 = unsafe { ctx.read_at(connect_tp::RET) }.map_err(|_| reason::READ_FAILED)?;
     if ret != -EADDRNOTAVAIL {
         return Ok(());
     }
-    let at = stamp(dest.netns, dest.family as u8);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let call = CONNECTING.get(slot(pid_tgid)).copied();
+    let Some(call) = call.filter(|c| c.pid_tgid == pid_tgid) else {
+        return Err(reason::UNPAIRED);
+    };
+    let netns = current_netns(&offsets())?;
+    if !netns_wanted(netns) {
+        return Ok(());
+    }
+    let fam: u16 = user(call.uaddr)?;
+    let port_be: u16 = user(call.uaddr + 2)?;
+    let mut addr = [0u8; 16];
+    if fam == u16::from(family::INET) {
+        let a: [u8; 4] = user(call.uaddr + 4)?;
+        addr[..4].copy_from_slice(&a);
+    } else if fam == u16::from(family::INET6) {
+        addr = user(call.uaddr + 8)?;
+    } else {
+        return Ok(());
+    }
+    let at = stamp(netns, fam as u8);
     emit(ConnectFailure::new(
         at,
-        id,
-        dest.addr,
-        u16::from_be(dest.port_be),
+        pid_tgid,
+        addr,
+        u16::from_be(port_be),
     ))
 }

@@ -14,10 +14,13 @@
 #![no_std]
 #![no_main]
 
+mod closing;
 mod common;
 mod connect;
 mod death;
+mod nested;
 mod pending;
+mod recent;
 mod reset;
 mod set_state;
 mod timewait;

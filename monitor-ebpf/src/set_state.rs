@@ -1,6 +1,12 @@
 //! `sock:inet_sock_set_state`: every TCP state transition, both ends, both
 //! families, in two flavours.
 //!
+//! Every transition is counted here, in a per-CPU array; records go to
+//! userspace only for what the four-tuple table needs: a new connection
+//! (SYN_SENT/SYN_RECV -> ESTABLISHED, for collisions) and, where no birth
+//! hook runs, an active close reaching CLOSE (a timewait socket was born),
+//! with its closer joined from `closing`.
+//!
 //! The raw tracepoint is preferred: the classic one runs under the global
 //! per-CPU `bpf_prog_active` guard, so while any kprobe or classic
 //! tracepoint program runs on a CPU, a transition made by a softirq that
@@ -11,70 +17,197 @@
 //! since 4.16.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
-    },
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext as _,
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use monitor_common::{
+    SockOffsets,
     counters::reason,
     hooks::Hook,
-    record::{Closer, StateChange, Tuple},
+    record::{Closed, StateChange, Tuple},
     tcp::{IPPROTO_TCP, family, state},
     tracepoints::set_state_tp as off,
 };
 
-use crate::common::{
-    Outcome, emit, finish, netns_of, netns_wanted, offsets, sk_protocol, stamp, tuple_of,
+use crate::{
+    closing::{self, Ended},
+    common::{
+        Direct, Kmem, Outcome, Probe, count, count_transition, emit, filtering, finish,
+        netns_wanted, netns_with, offsets, read, sk_protocol, stamp, tuple_with,
+    },
+    nested, recent,
 };
 
 const HOOK: Hook = Hook::SetState;
+
+/// The cheapest flavour: BTF types the socket pointer, so its fields are
+/// read with direct loads (see `Kmem`).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> u32 {
+    let args = btf_args(&ctx);
+    if let Ok(addr) = args.addr {
+        nested::started(nested::run_id(addr, args.old, args.new));
+    }
+    btf_set_state(args);
+    0
+}
+
+/// The same, for the runs the kernel skips in the first (see `nested`).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> u32 {
+    let args = btf_args(&ctx);
+    if let Ok(addr) = args.addr
+        && nested::skipped(nested::run_id(addr, args.old, args.new))
+    {
+        count(HOOK, reason::RECOVERED);
+        btf_set_state(args);
+    }
+    0
+}
+
+struct BtfArgs {
+    /// The socket, typed: fields are read through it.
+    sk: u64,
+    /// The socket's address as a plain number. The verifier allows only
+    /// loads through a typed pointer, no hashing or storing it, so this
+    /// comes from a copy of the argument.
+    addr: Result<u64, u32>,
+    old: u8,
+    new: u8,
+}
+
+#[inline(always)]
+fn btf_args(ctx: &BtfTracePointContext) -> BtfArgs {
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    BtfArgs {
+        sk: ctx.arg(0),
+        addr: Probe::load::<u64>(ctx.as_ptr() as u64),
+        old: old as u8,
+        new: new as u8,
+    }
+}
+
+#[inline(always)]
+fn btf_set_state(a: BtfArgs) {
+    let outcome = match a.addr {
+        Ok(addr) => raw_set_state::<Direct>(a.sk, addr, a.old, a.new),
+        Err(why) => Err(why),
+    };
+    finish(HOOK, outcome);
+}
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let old_state: i32 = ctx.arg(1);
     let new_state: i32 = ctx.arg(2);
-    finish(HOOK, raw_set_state(sk, old_state as u8, new_state as u8));
+    finish(
+        HOOK,
+        raw_set_state::<Probe>(sk, sk, old_state as u8, new_state as u8),
+    );
     0
 }
 
+/// What a transition means to the table, beyond being counted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interest {
+    /// Counted only.
+    None,
+    /// An active close begins: remember who closes.
+    Begin,
+    /// An active close reached CLOSE: a timewait socket was born.
+    Closed,
+    /// Aborted (RST, timeout) before the peer acknowledged our FIN: no
+    /// timewait socket will follow.
+    Aborted,
+    /// A new connection, for collisions.
+    Established,
+}
+
 #[inline(always)]
-fn raw_set_state(sk: u64, old_state: u8, new_state: u8) -> Outcome {
+fn interest(old: u8, new: u8) -> Interest {
+    match (old, new) {
+        (state::ESTABLISHED, state::FIN_WAIT1) => Interest::Begin,
+        (state::FIN_WAIT2 | state::CLOSING, state::CLOSE) => Interest::Closed,
+        (state::FIN_WAIT1, state::CLOSE) => Interest::Aborted,
+        (state::SYN_SENT | state::SYN_RECV, state::ESTABLISHED) => Interest::Established,
+        _ => Interest::None,
+    }
+}
+
+/// The namespace of `sk`, read only when a filter or a record needs it.
+#[inline(always)]
+fn namespace<M: Kmem>(o: &SockOffsets, sk: u64, needed: bool) -> u32 {
+    if needed || filtering() {
+        netns_with::<M>(HOOK, o, sk)
+    } else {
+        0
+    }
+}
+
+/// `sk` is what the fields are read through, `addr` the socket's address
+/// as a plain number (the same value; see `inet_sock_set_state_btf`).
+#[inline(always)]
+fn raw_set_state<M: Kmem>(sk: u64, addr: u64, old: u8, new: u8) -> Outcome {
     let o = offsets();
-    if sk_protocol(&o, sk)? != IPPROTO_TCP {
+    if sk_protocol::<M>(&o, sk)? != IPPROTO_TCP {
         return Ok(());
     }
-    let netns = netns_of(HOOK, &o, sk);
+    let interest = interest(old, new);
+    let needs_netns = !matches!(interest, Interest::None | Interest::Aborted);
+    let netns = namespace::<M>(&o, sk, needs_netns);
     if !netns_wanted(netns) {
         return Ok(());
     }
-    let (fam, tuple) = tuple_of(&o, sk)?;
-    let change = StateChange::new(stamp(netns, fam), sk, tuple, old_state, new_state);
-    emit(change)?;
-    emit_closer(&change)
+    count_transition(old, new);
+    match interest {
+        Interest::None => Ok(()),
+        Interest::Begin => {
+            closing::begin(addr);
+            recent::remember(netns, &tuple_with::<M>(&o, sk)?.1);
+            Ok(())
+        }
+        Interest::Aborted => {
+            closing::end(addr);
+            Ok(())
+        }
+        Interest::Closed => match closing::end(addr) {
+            Ended::Claimed => Ok(()),
+            Ended::Open(process) => {
+                let (fam, tuple) = closing_tuple(&o, addr, tuple_with::<M>(&o, sk)?);
+                emit(Closed::new(stamp(netns, fam), addr, process, tuple, old))
+            }
+        },
+        Interest::Established => {
+            let (fam, tuple) = tuple_with::<M>(&o, sk)?;
+            established(netns, fam, addr, tuple, old, new)
+        }
+    }
 }
 
-/// After an active close, reports who closed: ESTABLISHED -> FIN_WAIT1 only
-/// happens in tcp_close()/tcp_shutdown(), in the closing task's context,
-/// which is the last place the process behind a future TIME_WAIT socket is
-/// known (the timewait socket itself is born later, in a softirq).
+/// A new connection: reported only when its four-tuple began a close lately
+/// (see `recent`), since only then can it collide with a timewait socket.
 #[inline(always)]
-fn emit_closer(change: &StateChange) -> Outcome {
-    if change.old_state != state::ESTABLISHED || change.new_state != state::FIN_WAIT1 {
+fn established(netns: u32, fam: u8, sk: u64, tuple: Tuple, old: u8, new: u8) -> Outcome {
+    if !recent::recalls(netns, &tuple) {
         return Ok(());
     }
-    let closer = Closer::new(
-        change.header.stamp(),
-        change.skaddr,
-        bpf_get_current_pid_tgid(),
-        unsafe { bpf_get_current_cgroup_id() },
-        bpf_get_current_comm().unwrap_or([0u8; 16]),
-        change.tuple.sport,
-        change.tuple.dport,
-    );
-    emit(closer)
+    emit(StateChange::new(stamp(netns, fam), sk, tuple, old, new))
+}
+
+/// The four-tuple of a closing socket as it reports CLOSE: the kernel has
+/// released the port from `skc_num` by then, but `inet_sport` keeps it (a
+/// field beyond `struct sock`, so read with the helper, at address `sk`).
+/// Left 0 where BTF lacks that field (the daemon then waits for a
+/// snapshot to learn of the timewait socket).
+#[inline(always)]
+fn closing_tuple(o: &SockOffsets, sk: u64, (fam, mut tuple): (u8, Tuple)) -> (u8, Tuple) {
+    if let Ok(port_be) = read::<u16>(sk, o.inet_sport) {
+        tuple.sport = u16::from_be(port_be);
+    }
+    (fam, tuple)
 }
 
 #[tracepoint]
@@ -96,13 +229,45 @@ fn classic_set_state(ctx: &TracePointContext) -> Outcome {
         return Ok(());
     }
     let skaddr: u64 = field(ctx, off::SKADDR)?;
-    let netns = netns_of(HOOK, &offsets(), skaddr);
+    let old = field::<i32>(ctx, off::OLDSTATE)? as u8;
+    let new = field::<i32>(ctx, off::NEWSTATE)? as u8;
+    let o = offsets();
+    let interest = interest(old, new);
+    let needs_netns = !matches!(interest, Interest::None | Interest::Aborted);
+    let netns = namespace::<Probe>(&o, skaddr, needs_netns);
     if !netns_wanted(netns) {
         return Ok(());
     }
+    count_transition(old, new);
+    match interest {
+        Interest::None => Ok(()),
+        Interest::Begin => {
+            closing::begin(skaddr);
+            recent::remember(netns, &record_tuple(ctx)?.1);
+            Ok(())
+        }
+        Interest::Aborted => {
+            closing::end(skaddr);
+            Ok(())
+        }
+        Interest::Closed => match closing::end(skaddr) {
+            Ended::Claimed => Ok(()),
+            Ended::Open(process) => {
+                let (fam, tuple) = closing_tuple(&o, skaddr, record_tuple(ctx)?);
+                emit(Closed::new(stamp(netns, fam), skaddr, process, tuple, old))
+            }
+        },
+        Interest::Established => {
+            let (fam, tuple) = record_tuple(ctx)?;
+            established(netns, fam, skaddr, tuple, old, new)
+        }
+    }
+}
+
+/// The family and four-tuple the tracepoint record carries.
+#[inline(always)]
+fn record_tuple(ctx: &TracePointContext) -> Result<(u8, Tuple), u32> {
     let fam: u16 = field(ctx, off::FAMILY)?;
-    let old_state: i32 = field(ctx, off::OLDSTATE)?;
-    let new_state: i32 = field(ctx, off::NEWSTATE)?;
     let mut tuple = Tuple {
         sport: field(ctx, off::SPORT)?,
         dport: field(ctx, off::DPORT)?,
@@ -117,8 +282,5 @@ fn classic_set_state(ctx: &TracePointContext) -> Outcome {
         tuple.saddr[..4].copy_from_slice(&s);
         tuple.daddr[..4].copy_from_slice(&d);
     }
-    let at = stamp(netns, fam as u8);
-    let change = StateChange::new(at, skaddr, tuple, old_state as u8, new_state as u8);
-    emit(change)?;
-    emit_closer(&change)
+    Ok((fam as u8, tuple))
 }

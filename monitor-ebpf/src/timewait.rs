@@ -14,6 +14,7 @@
 //! `pending`) and the return pops it.
 
 use aya_ebpf::{
+    EbpfContext as _,
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::PerCpuArray,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
@@ -26,8 +27,10 @@ use monitor_common::{
 };
 
 use crate::{
+    closing,
     common::{
-        Outcome, emit, finish, netns_of, netns_wanted, offsets, read, stamp, tuple_of, tw_substate,
+        Kmem as _, Outcome, Probe, emit, finish, netns_of, netns_wanted, offsets, read, stamp,
+        tuple_of, tw_substate,
     },
     pending::{Pending, PendingStack, pop, push},
 };
@@ -66,7 +69,16 @@ pub fn tcp_time_wait_kprobe(ctx: ProbeContext) -> u32 {
 
 #[fexit(function = "inet_twsk_alloc")]
 pub fn inet_twsk_alloc_fexit(ctx: FExitContext) -> u32 {
-    let sk: u64 = ctx.arg(0);
+    // The socket as a plain number, copied from the context: the verifier
+    // allows no hashing of the typed pointer (see `closing`), and the
+    // compiler would hash it, being equal to the one pushed at entry.
+    let sk = match Probe::load::<u64>(ctx.as_ptr() as u64) {
+        Ok(sk) => sk,
+        Err(why) => {
+            finish(Hook::TimewaitBirth, Err(why));
+            return 0;
+        }
+    };
     // The return value follows the three arguments in the fexit context.
     let tw: u64 = ctx.arg(3);
     finish(Hook::TimewaitBirth, birth_return(Some(sk), tw));
@@ -106,14 +118,19 @@ fn birth_return(sk: Option<u64>, tw: u64) -> Outcome {
     }
     let (fam, tuple) = tuple_of(&o, pending.ptr)?;
     let at = stamp(netns, fam);
-    emit(TwAlloc::new(
+    // The close this birth ends: its record carries who closed first, and
+    // the CLOSE transition that follows has nothing left to report.
+    let process = closing::claim(pending.ptr);
+    let alloc = TwAlloc::new(
         at,
         pending.ptr,
         tw,
+        process,
         tuple,
         pending.a as u8,
         pending.b,
-    ))
+    );
+    emit(alloc)
 }
 
 // ---- segments ------------------------------------------------------------

@@ -63,10 +63,15 @@ fn timewait_population_and_transitions_match_the_kernel() {
         client_closes_first(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)), N);
     });
 
-    // Every connection makes 10 transitions (5 per side) and one CLOSER
-    // record (who closed first), and each listener 2 transitions; each one
-    // is either received or counted lost by the kernel.
-    let expected_events = (2 * N * 11 + 2 * 2) as f64;
+    // The kernel counts every transition itself and sends a record only for
+    // what the table needs: per connection, the client's close reaching
+    // CLOSE (the timewait socket's birth, with who closed joined in). A new
+    // connection is sent only when its four-tuple closed lately (none here:
+    // every connection has a port of its own), but the kernel's filter of
+    // those may answer yes by mistake (odds of about 1 in 10^9 each here).
+    // Each record is either received or counted lost by the kernel.
+    let expected_events = (2 * N) as f64;
+    let leeway = 2.0;
     let deadline = Instant::now() + Duration::from_secs(20);
     let settled = |text: &str| {
         let events = sample(text, "twmon_events_total", "").unwrap_or(0.0);
@@ -163,12 +168,16 @@ fn timewait_population_and_transitions_match_the_kernel() {
         "{netstat:?}"
     );
 
-    // Exact accounting: every event the kernel produced was received or
-    // counted lost. Lost ones are rare (an interrupt nesting into a running
-    // program makes the kernel skip the inner run) but real.
+    // Exact accounting: every record the kernel produced was received or
+    // counted lost, and every transition counted, but for runs the kernel
+    // skipped (an interrupt nesting into a running program), which count as
+    // lost. Rare, but real.
     let events = sample(&text, "twmon_events_total", "").unwrap_or(0.0);
     let lost = sample(&text, "twmon_events_lost_total", "").unwrap_or(0.0);
-    assert_eq!(events + lost, expected_events, "{text}");
+    assert!(
+        events + lost >= expected_events && events + lost <= expected_events + leeway,
+        "{events} records and {lost} lost, {expected_events} expected:\n{text}"
+    );
     let n = (2 * N) as f64;
     let exact = |from: &str, to: &str| {
         let got = transitions(&text, from, to);

@@ -27,7 +27,8 @@ fn replay_json(file: &str) -> serde_json::Value {
 /// answered 30 HTTP/1.0 requests on 127.0.0.1:8080 and closed first. The
 /// CLOSE transitions in it carry local port 0 (the kernel has released the
 /// port by then), so the four-tuples must come from the close that started
-/// them. Recorded again whenever the kernel record contract changes.
+/// them. Recorded again by `data/record-server-closes-30.sh` whenever the
+/// kernel record contract changes.
 #[test]
 fn server_closing_first_is_30_derived_births_blamed_on_python() {
     let doc = replay_json("server-closes-30.twrec");

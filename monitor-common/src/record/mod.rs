@@ -9,7 +9,7 @@
 //! reads them with [`unpack`], which checks kind and size first. Nothing
 //! else on either side looks at the bytes.
 
-mod closer;
+mod closed;
 mod connect_failure;
 mod reset_sent;
 mod state_change;
@@ -17,7 +17,7 @@ mod tw_alloc;
 mod tw_death;
 mod tw_segment;
 
-pub use closer::Closer;
+pub use closed::Closed;
 pub use connect_failure::ConnectFailure;
 pub use reset_sent::ResetSent;
 pub use state_change::StateChange;
@@ -33,13 +33,14 @@ pub mod kind {
     pub const TW_SEGMENT: u8 = 3;
     pub const CONNECT_FAILURE: u8 = 4;
     pub const TW_DEATH: u8 = 5;
-    pub const CLOSER: u8 = 6;
+    // 6 was CLOSER (contract 2), joined into CLOSED and TW_ALLOC.
     pub const RESET_SENT: u8 = 7;
+    pub const CLOSED: u8 = 8;
 }
 
 /// Bumped whenever a record's layout or meaning changes, so a recording of
 /// an older contract is refused by name instead of misread.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 
 /// The first 16 bytes of every record.
 #[repr(C)]
@@ -98,6 +99,42 @@ pub struct Tuple {
     pub dport: u16,
 }
 
+/// Who closed a connection first: the task that moved it from
+/// ESTABLISHED to FIN_WAIT1 (close() or shutdown()). All zero when unknown
+/// (the close began before twmon, or its record was lost).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Process {
+    /// `bpf_get_current_cgroup_id()`: the cgroup v2 id (its directory's
+    /// inode number).
+    pub cgroup: u64,
+    /// Thread group id (what userspace calls the pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The task's comm, NUL padded; whatever the process set, not UTF-8
+    /// necessarily.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Process>() == 32);
+
+impl Process {
+    /// From `bpf_get_current_pid_tgid()` and the rest of the task.
+    pub const fn new(pid_tgid: u64, cgroup: u64, comm: [u8; 16]) -> Process {
+        Process {
+            cgroup,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            comm,
+        }
+    }
+
+    /// Whether it names a process (pid 0 is the idle task, never a closer).
+    pub const fn is_known(&self) -> bool {
+        self.pid != 0
+    }
+}
+
 /// An IPv4 address as a record carries it.
 pub const fn ipv4(octets: [u8; 4]) -> [u8; 16] {
     let mut out = [0u8; 16];
@@ -151,7 +188,7 @@ pub enum Record {
     TwSegment(TwSegment),
     ConnectFailure(ConnectFailure),
     TwDeath(TwDeath),
-    Closer(Closer),
+    Closed(Closed),
     ResetSent(ResetSent),
 }
 
@@ -202,7 +239,7 @@ pub fn unpack(bytes: &[u8]) -> Result<Record, UnpackError> {
         kind::TW_SEGMENT => Record::TwSegment(read(bytes)?),
         kind::CONNECT_FAILURE => Record::ConnectFailure(read(bytes)?),
         kind::TW_DEATH => Record::TwDeath(read(bytes)?),
-        kind::CLOSER => Record::Closer(read(bytes)?),
+        kind::CLOSED => Record::Closed(read(bytes)?),
         kind::RESET_SENT => Record::ResetSent(read(bytes)?),
         other => return Err(UnpackError::UnknownKind(other)),
     })
@@ -216,7 +253,7 @@ impl Record {
             Record::TwSegment(r) => r.header(),
             Record::ConnectFailure(r) => r.header(),
             Record::TwDeath(r) => r.header(),
-            Record::Closer(r) => r.header(),
+            Record::Closed(r) => r.header(),
             Record::ResetSent(r) => r.header(),
         }
     }
@@ -228,7 +265,7 @@ impl Record {
             Record::TwSegment(r) => r.as_bytes(),
             Record::ConnectFailure(r) => r.as_bytes(),
             Record::TwDeath(r) => r.as_bytes(),
-            Record::Closer(r) => r.as_bytes(),
+            Record::Closed(r) => r.as_bytes(),
             Record::ResetSent(r) => r.as_bytes(),
         }
     }

@@ -16,6 +16,7 @@ use crate::{
     },
     expose::View,
     kernel::{LoadOptions, ProbeMode, btf::VMLINUX_BTF},
+    sources::snapshots::Pace,
     table::{Filter, Order},
     web::client::{DEFAULT_URL, Target},
 };
@@ -274,6 +275,13 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = parse::duration)]
     pub snapshot_interval: Duration,
 
+    /// Most CPU the snapshots may take, in percent of one core: a round
+    /// that cost more pushes the next one further out than
+    /// --snapshot-interval (a dump of a million timewait sockets costs
+    /// about a second).
+    #[arg(long, default_value_t = 1.0, value_parser = parse::percent)]
+    pub snapshot_cpu_percent: f64,
+
     /// Most timewait sockets tracked one by one; beyond, the oldest are
     /// dropped and counted (about 330 bytes each, measured: see docs/metrics.md).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -287,9 +295,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub view: ViewArgs,
 
-    /// Ring buffer size in bytes (a power of two, at least 4096): 64 bytes
-    /// per event in flight.
-    #[arg(long, default_value_t = 256 * 1024, value_parser = parse::ring_bytes)]
+    /// Ring buffer size in bytes (a power of two, at least 4096). The
+    /// default holds about a third of a second of records at 50,000
+    /// connections a second, so the daemon may be kept off a busy CPU that
+    /// long without losing any (see bench/results.md).
+    #[arg(long, default_value_t = 4 << 20, value_parser = parse::ring_bytes)]
     pub ring_buffer_bytes: u32,
 
     #[command(flatten)]
@@ -302,7 +312,10 @@ impl RunArgs {
             listen: self.listen,
             web_config: self.web_config_file,
             netns: self.netns,
-            snapshot_interval: self.snapshot_interval,
+            snapshot_pace: Pace {
+                every: self.snapshot_interval,
+                budget: self.snapshot_cpu_percent / 100.0,
+            },
             // At most 100 million (checked by clap): fits any usize twmon
             // runs on.
             table_capacity: usize::try_from(self.table_capacity).unwrap_or(usize::MAX),
@@ -332,7 +345,8 @@ mod tests {
         let opts = args.options(None);
         assert_eq!(opts.listen.port(), 9877);
         assert_eq!(opts.mode, ProbeMode::Auto);
-        assert_eq!(opts.snapshot_interval, Duration::from_secs(5));
+        assert_eq!(opts.snapshot_pace.every, Duration::from_secs(5));
+        assert_eq!(opts.snapshot_pace.budget, 0.01);
         assert_eq!(opts.web_config, None);
         assert_eq!(opts.view, View::default());
         assert_eq!(opts.table_capacity, 1_000_000);

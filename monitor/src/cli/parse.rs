@@ -30,6 +30,22 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{s}` is too long"))
 }
 
+/// A share of one core, in percent: above 0, at most 100.
+pub fn percent(s: &str) -> Result<f64, String> {
+    let n: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a percentage: use e.g. 1 or 0.5"))?;
+    if n > 0.0 && n <= 100.0 {
+        Ok(n)
+    } else {
+        Err(format!(
+            "`{s}` is out of range: use a percentage above 0, at most 100"
+        ))
+    }
+}
+
 pub fn ring_bytes(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .parse()
@@ -79,6 +95,16 @@ pub fn probe_mode() -> impl TypedValueParser<Value = ProbeMode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentages() {
+        assert_eq!(percent("1"), Ok(1.0));
+        assert_eq!(percent("0.5%"), Ok(0.5));
+        assert!(percent("0").unwrap_err().contains("above 0"));
+        assert!(percent("101").is_err());
+        assert!(percent("NaN").is_err());
+        assert!(percent("lots").unwrap_err().contains("e.g. 1"));
+    }
 
     #[test]
     fn durations() {

@@ -61,6 +61,7 @@ pub fn load(path: &Path) -> Result<Replayed> {
         match reader.next_frame() {
             Ok(Some(Frame::Event(raw))) => state.ingest(&raw),
             Ok(Some(Frame::Snapshot(round))) => state.reconcile(&round),
+            Ok(Some(Frame::Counters(counts))) => state.recorded_counts = Some(counts),
             Ok(None) => break None,
             Err(err) => break Some(err.to_string()),
         }

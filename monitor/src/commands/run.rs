@@ -7,7 +7,10 @@ use std::{
     io::BufWriter,
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -21,13 +24,16 @@ use tokio::{
 use super::runtime::runtime;
 use crate::{
     expose::{Exposed, View},
-    kernel::{self, LoadOptions, ProbeMode, Probes, caps, host},
-    model::{hooks::Hook, snapshot::SnapshotRound},
+    kernel::{
+        self, LoadOptions, ProbeMode, Probes, caps, host,
+        recent::{self, Recent},
+    },
+    model::hooks::Hook,
     sources::{
-        netns,
+        diag, netns,
         recording::{Meta, Writer},
         ring::{DRAIN_EVERY, Ring},
-        snapshots::{self, Scope, Snapshots},
+        snapshots::{self, Pace, Paced, Scope, Snapshots},
         vanished::PURGE_GRACE,
     },
     table::{Config, State},
@@ -40,7 +46,7 @@ pub struct RunOptions {
     pub web_config: Option<PathBuf>,
     /// Watch only this namespace (a name under /run/netns or a path).
     pub netns: Option<String>,
-    pub snapshot_interval: Duration,
+    pub snapshot_pace: Pace,
     pub table_capacity: usize,
     pub guard_window: Duration,
     pub view: View,
@@ -111,6 +117,8 @@ async fn run_async(
         "dropped every capability but CAP_SYS_ADMIN (and CAP_SYS_PTRACE to discover namespaces)"
     );
     log_scope(&scope);
+    let mut probes = probes;
+    let recent = probes.recent.take();
     let (exposed, snapshots, recorder) = seed(&opts, scope, probes, recording).await?;
     log::info!(
         "serving metrics on {}://{}/metrics{}",
@@ -123,8 +131,11 @@ async fn run_async(
         }
     );
     let ring = Ring::new(ring)?;
+    if let Some(recent) = recent {
+        tokio::spawn(age_recent(recent, recent::period(opts.guard_window)));
+    }
     serve_until_signal(
-        opts.snapshot_interval,
+        opts.snapshot_pace,
         exposed,
         ring,
         snapshots,
@@ -133,6 +144,19 @@ async fn run_async(
         web,
     )
     .await
+}
+
+/// Ages the kernel's filter of recently closed four-tuples, one generation
+/// per period, for as long as the daemon runs.
+async fn age_recent(mut recent: Recent, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(err) = recent.rotate() {
+            log::warn!("{err:#}; new connections may be reported more often than needed");
+        }
+    }
 }
 
 fn log_scope(scope: &Scope) {
@@ -182,6 +206,8 @@ async fn seed(
     }
     let mut state = State::new(config);
     state.reconcile(&initial);
+    let cost = snapshots.last_cost();
+    state.pacing.record(cost, opts.snapshot_pace.next(cost));
     log::info!(
         "seeded the table with {} timewait sockets",
         state.table.len()
@@ -227,7 +253,7 @@ fn start_recording(
 /// Runs the event loop, the snapshot schedule and the server until a
 /// signal (exit 0) or until one of them fails.
 async fn serve_until_signal(
-    snapshot_interval: Duration,
+    snapshot_pace: Pace,
     exposed: Arc<Exposed>,
     ring: Ring,
     snapshots: Snapshots,
@@ -239,8 +265,15 @@ async fn serve_until_signal(
     // Snapshot rounds go through the event task, which drains the ring
     // first: the table then has every event older than the dump.
     let (rounds_tx, rounds_rx) = mpsc::channel(1);
-    let events = tokio::spawn(read_events(ring, exposed.clone(), rounds_rx, recorder));
-    let rounds = snapshots::schedule(snapshots, snapshot_interval, rounds_tx);
+    let apply_cost = snapshots.apply_cost();
+    let events = tokio::spawn(read_events(
+        ring,
+        exposed.clone(),
+        rounds_rx,
+        apply_cost,
+        recorder,
+    ));
+    let rounds = snapshots::schedule(snapshots, snapshot_pace, rounds_tx);
     let snapshots = tokio::spawn(rounds);
     let mut http_stop = stop_rx.clone();
     let mut server = tokio::spawn(routes::serve(listener, exposed, web, async move {
@@ -280,7 +313,8 @@ fn flatten(joined: Result<Result<()>, tokio::task::JoinError>, what: &str) -> Re
 async fn read_events(
     mut ring: Ring,
     exposed: Arc<Exposed>,
-    mut rounds: mpsc::Receiver<SnapshotRound>,
+    mut rounds: mpsc::Receiver<Paced>,
+    apply_cost: Arc<AtomicU64>,
     mut recorder: Option<Recorder>,
 ) -> Result<()> {
     let mut tick = tokio::time::interval(DRAIN_EVERY);
@@ -291,15 +325,26 @@ async fn read_events(
                 ready?;
                 drain(&mut ring, &exposed, &mut recorder)?;
             }
-            _ = tick.tick() => drain(&mut ring, &exposed, &mut recorder)?,
-            Some(round) = rounds.recv() => {
+            _ = tick.tick() => {
+                drain(&mut ring, &exposed, &mut recorder)?;
+                exposed.state().advance(diag::monotonic_ns());
+            }
+            Some(Paced { round, cpu, next }) = rounds.recv() => {
                 drain(&mut ring, &exposed, &mut recorder)?;
                 if let Some(rec) = recorder.as_mut() {
+                    let counts = exposed.kernel_counts().unwrap_or_default();
                     rec.snapshot(&round)
+                        .and_then(|()| rec.counters(&counts))
                         .and_then(|()| rec.flush())
                         .context("writing the recording")?;
                 }
-                exposed.state().reconcile(&round);
+                let start = diag::thread_cpu();
+                let mut state = exposed.state();
+                state.reconcile(&round);
+                state.pacing.record(cpu, next);
+                drop(state);
+                let took = diag::thread_cpu().saturating_sub(start);
+                apply_cost.store(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
         }
     }

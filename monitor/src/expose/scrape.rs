@@ -11,7 +11,7 @@ use crate::{
     model::{
         event::DeathCause,
         hooks::{Hooks, KernelCounts, Method},
-        snapshot::Knobs,
+        snapshot::{Knobs, SnapshotPacing},
         tcp::{Family, TcpState},
     },
     sources::diag::monotonic_ns,
@@ -89,6 +89,11 @@ impl Exposed {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What the kernel counted, now; None on replay.
+    pub fn kernel_counts(&self) -> Option<KernelCounts> {
+        self.kernel.as_ref().map(|read| read())
+    }
+
     /// Now on the clock of event timestamps (CLOCK_MONOTONIC).
     pub fn now_ns(&self) -> u64 {
         if self.replay {
@@ -104,8 +109,13 @@ impl Exposed {
         let state = self.state();
         let stats = state.stats.snapshot();
         let table = state.table.summary(self.view.top_k, self.view.netns_label);
+        let recorded = state.recorded_counts.clone();
+        let pacing = state.pacing;
         drop(state);
-        let kernel = self.kernel.as_ref().map(|read| read()).unwrap_or_default();
+        let kernel = match &self.kernel {
+            Some(read) => read(),
+            None => recorded.unwrap_or_default(),
+        };
         Scrape {
             stats,
             table,
@@ -113,6 +123,7 @@ impl Exposed {
             kernel,
             hooks: self.hooks.clone(),
             kernel_release: self.kernel_release.clone(),
+            pacing,
             duration: started.elapsed(),
         }
     }
@@ -132,6 +143,8 @@ pub struct Scrape {
     pub hooks: Hooks,
     /// Release of the running kernel, for `twmon_build_info`.
     pub kernel_release: String,
+    /// The sock_diag snapshots so far.
+    pub pacing: SnapshotPacing,
     /// How long taking this snapshot took.
     pub duration: Duration,
 }
@@ -147,7 +160,7 @@ impl Scrape {
             ..Scrape::default()
         };
         scrape
-            .stats
+            .kernel
             .transitions
             .insert((TcpState::FinWait2, TcpState::Close), 1);
         scrape

@@ -54,6 +54,7 @@ pub fn resolve(btf: &Btf) -> SockOffsets {
         task_nsproxy: field("task_struct", &["nsproxy"]),
         nsproxy_net_ns: field("nsproxy", &["net_ns"]),
         tw_timer: field("inet_timewait_sock", &["tw_timer"]),
+        inet_sport: field("inet_sock", &["inet_sport"]),
     }
 }
 

@@ -337,7 +337,9 @@ fn attach_part(ebpf: &mut Ebpf, part: &Part, method: Method, env: &Env<'_>) -> R
             p.attach(part.function, 0).context("attach")?;
             Ok(p.fd()?.as_fd().as_raw_fd())
         }
-        Method::RawTracepoint | Method::Tracepoint => bail!("not a function hook"),
+        Method::BtfTracepoint | Method::RawTracepoint | Method::Tracepoint => {
+            bail!("not a function hook")
+        }
     }
 }
 
@@ -355,7 +357,7 @@ fn unload(ebpf: &mut Ebpf, part: &Part, method: Method) {
         }
         Method::Fentry => part.fentry_program,
         Method::Kprobe => part.kprobe_program,
-        Method::RawTracepoint | Method::Tracepoint => return,
+        Method::BtfTracepoint | Method::RawTracepoint | Method::Tracepoint => return,
     };
     let Some(program) = ebpf.program_mut(name) else {
         return;

@@ -10,6 +10,7 @@ pub mod btf;
 pub mod caps;
 mod functions;
 pub mod host;
+pub mod recent;
 pub mod tracefs;
 mod tracepoints;
 
@@ -22,13 +23,16 @@ use aya::{
 };
 use monitor_common::{
     SockOffsets,
-    counters::{self, reason},
+    counters::{self, Errors, Transitions, reason},
     names::{globals, maps},
 };
 
 pub use functions::one_line;
 
-use crate::model::hooks::{Hook, HookStatus, Hooks, KernelCounts};
+use crate::model::{
+    hooks::{Hook, HookStatus, Hooks, KernelCounts},
+    tcp::TcpState,
+};
 
 /// The embedded eBPF object, built by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
@@ -100,25 +104,39 @@ pub struct LoadOptions {
 pub struct Probes {
     /// Owns programs and links for the daemon's lifetime.
     _ebpf: Ebpf,
-    counters: PerCpuArray<MapData, u64>,
+    errors: PerCpuArray<MapData, Errors>,
+    transitions: PerCpuArray<MapData, Transitions>,
     /// fds of the attached programs by hook, valid as long as `_ebpf` lives.
     program_fds: Vec<(Hook, RawFd)>,
     /// How each hook is attached, and why better methods were refused.
     pub hooks: Hooks,
     /// Whether records carry their network namespace.
     pub netns_known: bool,
+    /// The filter of recently closed four-tuples, until the daemon takes
+    /// it to age it.
+    pub recent: Option<recent::Recent>,
 }
 
 impl Probes {
-    /// What the kernel counted: records each hook lost, by reason, and the
-    /// program runs it skipped because a tracing program was already
-    /// running on that CPU (an interrupt's softirq nesting into a running
-    /// program).
+    /// What the kernel counted: transitions, records each hook lost, by
+    /// reason, and the program runs it skipped because a tracing program
+    /// was already running on that CPU (an interrupt's softirq nesting into
+    /// a running program).
     pub fn counts(&self) -> KernelCounts {
         let mut counts = KernelCounts::default();
+        let transitions = sum(&self.transitions, "TRANSITIONS");
+        for from in TcpState::ALL {
+            for to in TcpState::ALL {
+                let n = transitions[counters::transition_slot(from as u8, to as u8)];
+                if n > 0 {
+                    counts.transitions.insert((from, to), n);
+                }
+            }
+        }
+        let errors = sum(&self.errors, "COUNTERS");
         for hook in Hook::ALL {
-            for why in 0..reason::COUNT {
-                let n = self.counter(counters::slot(hook, why));
+            for why in (0..reason::COUNT).filter(|&why| counters::is_loss(why)) {
+                let n = errors[counters::slot(hook, why)];
                 if n > 0 {
                     counts.errors.insert((hook, reason::NAMES[why as usize]), n);
                 }
@@ -129,18 +147,34 @@ impl Probes {
                 *counts.skipped_runs.entry(hook).or_default() += n;
             }
         }
-        counts
-    }
-
-    fn counter(&self, index: u32) -> u64 {
-        match self.counters.get(&index, 0) {
-            Ok(per_cpu) => per_cpu.iter().sum(),
-            Err(err) => {
-                log::warn!("reading kernel counter {index}: {err}");
-                0
+        // Skipped runs a nested program did instead were not lost. Both
+        // counts are read a moment apart, so the difference is clamped.
+        for hook in Hook::ALL {
+            let recovered = errors[counters::slot(hook, reason::RECOVERED)];
+            if let Some(skipped) = counts.skipped_runs.get_mut(&hook) {
+                *skipped = skipped.saturating_sub(recovered);
             }
         }
+        counts.skipped_runs.retain(|_, n| *n > 0);
+        counts
     }
+}
+
+/// The per-CPU tables of a one-entry counter map, added up. A read that
+/// fails (it should not: the map is ours and open) gives zeros, logged.
+fn sum<const N: usize>(map: &PerCpuArray<MapData, [u64; N]>, name: &str) -> [u64; N] {
+    let mut total = [0u64; N];
+    match map.get(&0, 0) {
+        Ok(per_cpu) => {
+            for table in per_cpu.iter() {
+                for (t, n) in total.iter_mut().zip(table) {
+                    *t += n;
+                }
+            }
+        }
+        Err(err) => log::warn!("reading the kernel's {name}: {err}"),
+    }
+    total
 }
 
 /// `recursion_misses` of a program, from /proc/self/fdinfo (kernel 5.12+;
@@ -184,7 +218,8 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
 
     let filtered = netns_filter != 0;
     let mut attached = Vec::new();
-    let (status, fd) = tracepoints::attach_set_state(&mut ebpf, &offsets, tracefs)?;
+    let (status, fd) =
+        tracepoints::attach_set_state(&mut ebpf, &offsets, aya_btf.as_ref(), tracefs)?;
     attached.push((status, vec![fd]));
     attached.push(tracepoints::attach_connect(
         &mut ebpf, &offsets, tracefs, filtered,
@@ -215,13 +250,20 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         log::info!("{status}");
     }
     let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)?;
+    let errors = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)?;
+    let transitions = PerCpuArray::try_from(take_map(&mut ebpf, maps::TRANSITIONS)?)?;
+    let recent = recent::Recent::new(
+        take_map(&mut ebpf, maps::RECENT)?,
+        take_map(&mut ebpf, maps::RECENT_GEN)?,
+    )?;
     let probes = Probes {
         _ebpf: ebpf,
-        counters,
+        errors,
+        transitions,
         program_fds,
         hooks: statuses,
         netns_known: offsets.netns_known(),
+        recent: Some(recent),
     };
     Ok((probes, ring))
 }

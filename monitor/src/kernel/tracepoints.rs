@@ -10,8 +10,8 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf,
-    programs::{RawTracePoint, TracePoint},
+    Btf, Ebpf,
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
 use monitor_common::{
     OFFSET_UNKNOWN, SockOffsets,
@@ -22,16 +22,31 @@ use monitor_common::{
 use super::{functions::one_line, tracefs};
 use crate::model::hooks::{Hook, HookStatus, Method};
 
-/// Attaches the state-change program: the raw tracepoint when the socket
-/// fields it reads are known, else the classic tracepoint. This hook is
+/// Attaches the state-change program: where the socket fields it reads are
+/// known, the BTF-typed raw tracepoint (direct loads, the cheapest), else
+/// the plain raw tracepoint; else the classic tracepoint. This hook is
 /// mandatory: without it twmon has nothing to report.
 pub fn attach_set_state(
     ebpf: &mut Ebpf,
     offsets: &SockOffsets,
+    btf: Option<&Btf>,
     tracefs: &Path,
 ) -> Result<(HookStatus, RawFd)> {
     let mut status = HookStatus::unattached(Hook::SetState);
-    if offsets.tuple_known() && offsets.sk_protocol != OFFSET_UNKNOWN {
+    let fields_known = offsets.tuple_known() && offsets.sk_protocol != OFFSET_UNKNOWN;
+    match btf {
+        Some(btf) if fields_known => match btf_set_state(ebpf, btf) {
+            Ok(fd) => {
+                status.method = Some(Method::BtfTracepoint);
+                return Ok((status, fd));
+            }
+            Err(err) => status.refused.push(format!("tp_btf: {}", one_line(&err))),
+        },
+        _ => status
+            .refused
+            .push("tp_btf: socket fields or kernel BTF missing".to_string()),
+    }
+    if fields_known {
         match raw_set_state(ebpf) {
             Ok(fd) => {
                 status.method = Some(Method::RawTracepoint);
@@ -50,6 +65,30 @@ pub fn attach_set_state(
     let fd = classic(ebpf, p::SET_STATE_TP, "sock", "inet_sock_set_state")?;
     status.method = Some(Method::Tracepoint);
     Ok((status, fd))
+}
+
+fn btf_set_state(ebpf: &mut Ebpf, btf: &Btf) -> Result<RawFd> {
+    let fd = btf_program(ebpf, btf, p::SET_STATE_BTF)?;
+    // The spare for the runs the kernel skips in the first (see
+    // monitor-ebpf's `nested`); without it those stay counted as skipped.
+    if let Err(err) = btf_program(ebpf, btf, p::SET_STATE_BTF_NESTED) {
+        log::warn!(
+            "{}: {}; state transitions made while the first program runs stay skipped",
+            p::SET_STATE_BTF_NESTED,
+            one_line(&err)
+        );
+    }
+    Ok(fd)
+}
+
+fn btf_program(ebpf: &mut Ebpf, btf: &Btf, name: &str) -> Result<RawFd> {
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing"))?
+        .try_into()?;
+    program.load("inet_sock_set_state", btf).context("load")?;
+    program.attach().context("attach")?;
+    Ok(program.fd()?.as_fd().as_raw_fd())
 }
 
 fn raw_set_state(ebpf: &mut Ebpf) -> Result<RawFd> {

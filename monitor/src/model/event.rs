@@ -34,6 +34,8 @@ pub struct Timewait {
     /// The timer `tcp_time_wait()` was asked for, in jiffies.
     pub timeout_jiffies: u32,
     pub tuple: FourTuple,
+    /// Who closed first, when the close was seen.
+    pub closer: Option<Process>,
 }
 
 /// What a segment that reached a timewait socket was, from the timewait
@@ -155,9 +157,9 @@ pub enum KernelEvent {
     ConnectEaddrnotavail(ConnectFailure),
     /// A timewait socket died.
     TimewaitDeath(Death),
-    /// Who closed a connection first (right after its ESTABLISHED ->
-    /// FIN_WAIT1 transition).
-    Closer(Closer),
+    /// An active close reached CLOSE where no birth hook reported the
+    /// timewait socket it left: its birth, as transitions tell it.
+    Closed(Closed),
     /// A timewait socket answered a segment with an RST.
     TimewaitResetSent(ResetSent),
 }
@@ -183,7 +185,7 @@ impl KernelEvent {
             KernelEvent::TimewaitSegment(e) => e.ts_ns,
             KernelEvent::ConnectEaddrnotavail(e) => e.ts_ns,
             KernelEvent::TimewaitDeath(e) => e.ts_ns,
-            KernelEvent::Closer(e) => e.ts_ns,
+            KernelEvent::Closed(e) => e.ts_ns,
             KernelEvent::TimewaitResetSent(e) => e.ts_ns,
         }
     }
@@ -226,17 +228,22 @@ pub struct Process {
     pub comm: Comm,
 }
 
-/// An active close, with who did it. The addresses are those of the
-/// STATE_CHANGE event of the same socket just before it.
+/// A FIN_WAIT2 or CLOSING socket that reached CLOSE: the end of an active
+/// close, so a timewait socket was born for it, or refused, or the
+/// connection was reset in FIN_WAIT2 (then none was).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Closer {
+pub struct Closed {
     pub ts_ns: u64,
+    /// The full socket.
     pub skaddr: u64,
     pub netns: Option<u32>,
     pub family: Family,
-    pub sport: u16,
-    pub dport: u16,
-    pub process: Process,
+    /// As the close began (the local port is gone by CLOSE).
+    pub tuple: FourTuple,
+    /// FIN_WAIT2 or CLOSING.
+    pub from: TcpState,
+    /// Who closed first, when the close was seen.
+    pub closer: Option<Process>,
 }
 
 /// Why a timewait socket died.

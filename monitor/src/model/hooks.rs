@@ -5,19 +5,24 @@ use std::{collections::BTreeMap, fmt};
 
 pub use monitor_common::hooks::Hook;
 
+use super::tcp::TcpState;
+
 /// How a hook is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Fentry,
     Kprobe,
+    /// A raw tracepoint whose arguments BTF types (tp_btf).
+    BtfTracepoint,
     RawTracepoint,
     Tracepoint,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::Fentry,
         Method::Kprobe,
+        Method::BtfTracepoint,
         Method::RawTracepoint,
         Method::Tracepoint,
     ];
@@ -26,6 +31,7 @@ impl Method {
         match self {
             Method::Fentry => "fentry",
             Method::Kprobe => "kprobe",
+            Method::BtfTracepoint => "tp_btf",
             Method::RawTracepoint => "raw_tracepoint",
             Method::Tracepoint => "tracepoint",
         }
@@ -118,6 +124,8 @@ impl Hooks {
 /// What the kernel counted itself, read at each scrape.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelCounts {
+    /// TCP state transitions (from, to).
+    pub transitions: BTreeMap<(TcpState, TcpState), u64>,
     /// Records the programs lost, by hook and reason
     /// (`monitor_common::counters::reason::NAMES`).
     pub errors: BTreeMap<(Hook, &'static str), u64>,

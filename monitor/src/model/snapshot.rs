@@ -69,3 +69,23 @@ pub struct SnapshotRound {
     /// gone with their namespace. `None` when only some were looked at.
     pub existing: Option<Vec<u32>>,
 }
+
+/// What the snapshots cost the daemon so far, and how often they come.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SnapshotPacing {
+    /// Rounds taken since start (the initial one included).
+    pub rounds: u64,
+    /// CPU time those rounds' dumps took.
+    pub cpu: std::time::Duration,
+    /// The wait before the next round, as the CPU budget set it.
+    pub interval: std::time::Duration,
+}
+
+impl SnapshotPacing {
+    /// Counts a round that cost `cpu`, the next one due in `interval`.
+    pub fn record(&mut self, cpu: std::time::Duration, interval: std::time::Duration) {
+        self.rounds += 1;
+        self.cpu += cpu;
+        self.interval = interval;
+    }
+}

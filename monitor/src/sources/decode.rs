@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::model::{
     event::{
-        Closer, Comm, ConnectFailure, Death, DeathCause, KernelEvent, Process, ResetSent, Segment,
+        Closed, Comm, ConnectFailure, Death, DeathCause, KernelEvent, Process, ResetSent, Segment,
         SegmentKind, StateChange, Timewait, TwVerdict,
     },
     tcp::{Family, FourTuple, TcpState, ip},
@@ -43,7 +43,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         Record::TwSegment(r) => KernelEvent::TimewaitSegment(at.segment(&r)),
         Record::ConnectFailure(r) => KernelEvent::ConnectEaddrnotavail(at.connect_failure(&r)),
         Record::TwDeath(r) => KernelEvent::TimewaitDeath(at.death(&r)),
-        Record::Closer(r) => KernelEvent::Closer(at.closer(&r)),
+        Record::Closed(r) => KernelEvent::Closed(at.closed(&r)?),
         Record::ResetSent(r) => KernelEvent::TimewaitResetSent(at.reset_sent(&r)),
     })
 }
@@ -88,6 +88,7 @@ impl At {
             substate: state(r.substate)?,
             timeout_jiffies: r.timeout_jiffies,
             tuple: self.tuple(&r.tuple),
+            closer: process(&r.process),
         };
         Ok(if r.tw != 0 {
             KernelEvent::TimewaitBirth(tw)
@@ -134,21 +135,16 @@ impl At {
         }
     }
 
-    fn closer(&self, r: &record::Closer) -> Closer {
-        Closer {
+    fn closed(&self, r: &record::Closed) -> Result<Closed, DecodeError> {
+        Ok(Closed {
             ts_ns: self.ts_ns,
-            skaddr: r.skaddr,
+            skaddr: r.sk,
             netns: self.netns,
             family: self.family,
-            sport: r.sport,
-            dport: r.dport,
-            process: Process {
-                pid: r.pid,
-                tid: r.tid,
-                cgroup: r.cgroup,
-                comm: Comm(r.comm),
-            },
-        }
+            tuple: self.tuple(&r.tuple),
+            from: state(r.from_state)?,
+            closer: process(&r.process),
+        })
     }
 
     fn reset_sent(&self, r: &record::ResetSent) -> ResetSent {
@@ -161,6 +157,16 @@ impl At {
             substate: TcpState::from_kernel(r.substate),
         }
     }
+}
+
+/// The process a record names, if it names one.
+fn process(p: &record::Process) -> Option<Process> {
+    p.is_known().then_some(Process {
+        pid: p.pid,
+        tid: p.tid,
+        cgroup: p.cgroup,
+        comm: Comm(p.comm),
+    })
 }
 
 fn state(value: u8) -> Result<TcpState, DecodeError> {
@@ -209,6 +215,11 @@ pub(crate) mod tests {
         t.daddr[..2].copy_from_slice(&[0xfe, 0x80]);
         t.daddr[15] = 7;
         t
+    }
+
+    /// The process tests close with.
+    pub fn curl() -> r::Process {
+        r::Process::new((4242 << 32) | 4243, 7777, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0")
     }
 
     /// A transition record as the kernel program packs it.
@@ -268,6 +279,7 @@ pub(crate) mod tests {
             at,
             SK,
             SK + 64,
+            curl(),
             tuple(family::INET),
             state::TIME_WAIT,
             15000,
@@ -279,12 +291,15 @@ pub(crate) mod tests {
             (tw.skaddr, tw.substate, tw.timeout_jiffies),
             (SK + 64, TcpState::TimeWait, 15000)
         );
-        let refused = r::TwAlloc::new(at, SK, 0, tuple(family::INET), state::FIN_WAIT2, 0);
+        assert_eq!(tw.closer.map(|p| p.comm), Some(Comm::new("curl")));
+        let unknown = r::Process::default();
+        let refused = r::TwAlloc::new(at, SK, 0, unknown, tuple(family::INET), state::FIN_WAIT2, 0);
         let Ok(KernelEvent::TimewaitOverflow(tw)) = decoded(&refused) else {
             panic!("not an overflow")
         };
         assert_eq!((tw.skaddr, tw.substate), (SK, TcpState::FinWait2));
-        let nonsense = r::TwAlloc::new(at, SK, 0, tuple(family::INET), 0, 0);
+        assert_eq!(tw.closer, None, "pid 0 names no process");
+        let nonsense = r::TwAlloc::new(at, SK, 0, unknown, tuple(family::INET), 0, 0);
         assert_eq!(decoded(&nonsense), Err(DecodeError::State(0)));
     }
 
@@ -345,23 +360,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn closers_carry_the_process() {
-        let record = r::Closer::new(
-            test_stamp(family::INET),
-            SK,
-            (4242 << 32) | 4243,
-            7777,
-            *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-            40000,
-            80,
-        );
-        let Ok(KernelEvent::Closer(c)) = decoded(&record) else {
-            panic!("not a closer")
+    fn closes_carry_the_process_and_the_tuple_they_began_with() {
+        let at = test_stamp(family::INET);
+        let record = r::Closed::new(at, SK, curl(), tuple(family::INET), state::FIN_WAIT2);
+        let Ok(KernelEvent::Closed(c)) = decoded(&record) else {
+            panic!("not a close")
         };
-        assert_eq!((c.process.pid, c.process.tid), (4242, 4243));
-        assert_eq!(c.process.cgroup, 7777);
-        assert_eq!(c.process.comm, Comm::new("curl"));
-        assert_eq!((c.skaddr, c.sport, c.dport), (SK, 40000, 80));
+        let p = c.closer.expect("a closer");
+        assert_eq!((p.pid, p.tid, p.cgroup), (4242, 4243, 7777));
+        assert_eq!(p.comm, Comm::new("curl"));
+        assert_eq!((c.skaddr, c.from), (SK, TcpState::FinWait2));
+        assert_eq!((c.tuple.sport, c.tuple.dport), (40000, 80));
+        let bad = r::Closed::new(at, SK, curl(), tuple(family::INET), 99);
+        assert_eq!(decoded(&bad), Err(DecodeError::State(99)));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! reconcile it after, give every socket for port pressure, and are how
 //! births and deaths are confirmed where no probe can see them.
 
+use std::time::Duration;
+
 use anyhow::{Context as _, Result, bail};
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -48,12 +50,16 @@ pub fn snapshot_here(netns: u32) -> Result<NetnsSnapshot> {
 /// one that cannot be entered or dumped any more is skipped, not an error.
 /// `complete` says `namespaces` are all there are, so that entries of any
 /// other namespace can be taken as gone with it.
+///
+/// Also returns the CPU time the dumps took in the threads that entered
+/// other namespaces (the caller's own it can measure itself).
 pub fn snapshot_round(
     namespaces: &[Netns],
     own_inode: u32,
     strict: bool,
     complete: bool,
-) -> Result<SnapshotRound> {
+) -> Result<(SnapshotRound, Duration)> {
+    let mut elsewhere = Duration::ZERO;
     let mut round = SnapshotRound {
         namespaces: Vec::with_capacity(namespaces.len()),
         existing: complete.then(|| namespaces.iter().map(|ns| ns.inode).collect()),
@@ -64,7 +70,14 @@ pub fn snapshot_round(
         let result = if own {
             snapshot_here(inode)
         } else {
-            netns::run_in(ns, move || snapshot_here(inode))
+            netns::run_in(ns, move || {
+                let start = thread_cpu();
+                snapshot_here(inode).map(|snap| (snap, thread_cpu().saturating_sub(start)))
+            })
+            .map(|(snap, cpu)| {
+                elsewhere += cpu;
+                snap
+            })
         };
         match result {
             Ok(snap) => round.namespaces.push(snap),
@@ -76,7 +89,16 @@ pub fn snapshot_round(
             }
         }
     }
-    Ok(round)
+    Ok((round, elsewhere))
+}
+
+/// CPU time the calling thread has used (zero where the clock is missing,
+/// which only makes the snapshot schedule keep its configured interval).
+pub fn thread_cpu() -> Duration {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or(Duration::ZERO)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so

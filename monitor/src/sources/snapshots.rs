@@ -1,7 +1,13 @@
 //! The schedule of sock_diag snapshot rounds over the watched namespaces,
 //! and when a watched namespace is gone for good (see [`super::vanished`]).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
@@ -26,6 +32,20 @@ pub struct Snapshots {
     scope: Scope,
     own_inode: u32,
     vanished: Vanished,
+    /// CPU time the last dump took.
+    last_cost: Duration,
+    /// CPU time (ns) applying the last round to the table took, written by
+    /// whoever applies it (see [`Snapshots::apply_cost`]).
+    apply_ns: Arc<AtomicU64>,
+}
+
+/// A round and what it cost.
+pub struct Paced {
+    pub round: SnapshotRound,
+    /// CPU time its dump took.
+    pub cpu: Duration,
+    /// The wait before the next round.
+    pub next: Duration,
 }
 
 impl Snapshots {
@@ -36,27 +56,43 @@ impl Snapshots {
             scope,
             own_inode,
             vanished: Vanished::new(grace),
+            last_cost: Duration::ZERO,
+            apply_ns: Arc::default(),
         }
     }
 }
 
 impl Snapshots {
+    /// CPU time the last round cost: its dump, and applying the one
+    /// before it (the latest known).
+    pub fn last_cost(&self) -> Duration {
+        self.last_cost + Duration::from_nanos(self.apply_ns.load(Ordering::Relaxed))
+    }
+
+    /// Where to note the CPU time applying a round took, so the schedule
+    /// counts it.
+    pub fn apply_cost(&self) -> Arc<AtomicU64> {
+        self.apply_ns.clone()
+    }
+
     /// The next round; `None` while the watched namespace is missing but
     /// still within its grace (nothing to dump, nothing to conclude).
     pub async fn round(&mut self) -> Result<Option<SnapshotRound>> {
         let scope = self.scope.clone();
         let own_inode = self.own_inode;
-        let (mut round, reachable) = tokio::task::spawn_blocking(move || {
-            let (namespaces, strict) = match scope {
-                Scope::One(ns) if reachable(&ns) => (vec![ns], true),
-                Scope::One(_) => (Vec::new(), true),
-                Scope::All => (netns::discover(), false),
-            };
-            let reachable: Vec<u32> = namespaces.iter().map(|ns| ns.inode).collect();
-            diag::snapshot_round(&namespaces, own_inode, strict, false).map(|r| (r, reachable))
+        let (dumped, cost) = tokio::task::spawn_blocking(move || {
+            let start = diag::thread_cpu();
+            let dumped = dump(scope, own_inode);
+            let here = diag::thread_cpu().saturating_sub(start);
+            match dumped {
+                Ok((round, elsewhere, reachable)) => (Ok((round, reachable)), here + elsewhere),
+                Err(err) => (Err(err), here),
+            }
         })
         .await
-        .context("sock_diag worker panicked")??;
+        .context("sock_diag worker panicked")?;
+        self.last_cost = cost;
+        let (mut round, reachable) = dumped?;
         let look = self.vanished.look(&reachable, Instant::now());
         match &self.scope {
             Scope::One(ns) if reachable.is_empty() => {
@@ -84,6 +120,19 @@ impl Snapshots {
     }
 }
 
+/// One dump of `scope`, the CPU it took in other threads, and which
+/// namespaces it could reach.
+fn dump(scope: Scope, own_inode: u32) -> Result<(SnapshotRound, Duration, Vec<u32>)> {
+    let (namespaces, strict) = match scope {
+        Scope::One(ns) if reachable(&ns) => (vec![ns], true),
+        Scope::One(_) => (Vec::new(), true),
+        Scope::All => (netns::discover(), false),
+    };
+    let reachable: Vec<u32> = namespaces.iter().map(|ns| ns.inode).collect();
+    let (round, elsewhere) = diag::snapshot_round(&namespaces, own_inode, strict, false)?;
+    Ok((round, elsewhere, reachable))
+}
+
 /// Whether the watched namespace can still be reached: its file is there,
 /// or a process or bind mount holds it. Once not, it is being torn down,
 /// and its timewait sockets with it. twmon cannot hold it open to watch
@@ -92,23 +141,57 @@ fn reachable(ns: &Netns) -> bool {
     ns.path.exists() || netns::discover().iter().any(|n| n.inode == ns.inode)
 }
 
-/// Sends a round every `every` (the first one after `every`: the caller
+/// How often rounds run: every `every`, unless that would cost more than
+/// `budget` of one core, in which case the gap grows with the cost.
+///
+/// Snapshots only confirm what the probes already told (and, in
+/// tracepoint-only mode, end the timewait sockets whose timer ran out), so
+/// at a million sockets, where a dump costs around a second of CPU, they
+/// can come every minute or two: deaths are then reported late, never
+/// missed, and the population gauges keep counting from the probes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pace {
+    pub every: Duration,
+    /// A fraction of one core, in (0, 1].
+    pub budget: f64,
+}
+
+impl Pace {
+    /// The wait before the next round, after one that cost `cost`.
+    pub fn next(&self, cost: Duration) -> Duration {
+        let spread = cost.as_secs_f64() / self.budget;
+        self.every
+            .max(Duration::try_from_secs_f64(spread).unwrap_or(Duration::MAX))
+    }
+}
+
+/// Sends a round per `pace` (the first one after `pace.every`: the caller
 /// took the initial one) until the receiver is gone. A failed dump changes
-/// nothing and is retried at the next tick.
+/// nothing and is retried at the next round.
 pub async fn schedule(
     mut snapshots: Snapshots,
-    every: Duration,
-    rounds: mpsc::Sender<SnapshotRound>,
+    pace: Pace,
+    rounds: mpsc::Sender<Paced>,
 ) -> Result<()> {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate; the initial dump already ran
+    let mut stretched = false;
     loop {
-        tick.tick().await;
+        let wait = pace.next(snapshots.last_cost());
+        if (wait > pace.every) != stretched {
+            stretched = !stretched;
+            log::info!(
+                "snapshots now every {:.1}s (the last took {:.0} ms of CPU; budget {:.1}% of a core)",
+                wait.as_secs_f64(),
+                snapshots.last_cost().as_secs_f64() * 1e3,
+                pace.budget * 100.0
+            );
+        }
+        tokio::time::sleep(wait).await;
         match snapshots.round().await {
             Ok(None) => {}
             Ok(Some(round)) => {
-                if rounds.send(round).await.is_err() {
+                let cpu = snapshots.last_cost();
+                let next = pace.next(cpu);
+                if rounds.send(Paced { round, cpu, next }).await.is_err() {
                     return Ok(());
                 }
             }
@@ -116,5 +199,25 @@ pub async fn schedule(
             // tick rather than taking the daemon down.
             Err(err) => log::warn!("TIME_WAIT snapshot failed: {err:#}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_stretches_only_past_the_budget() {
+        let pace = Pace {
+            every: Duration::from_secs(5),
+            budget: 0.01,
+        };
+        assert_eq!(pace.next(Duration::ZERO), Duration::from_secs(5));
+        assert_eq!(pace.next(Duration::from_millis(50)), Duration::from_secs(5));
+        assert_eq!(
+            pace.next(Duration::from_millis(800)),
+            Duration::from_secs(80)
+        );
+        assert_eq!(pace.next(Duration::MAX), Duration::MAX);
     }
 }

@@ -1,11 +1,9 @@
 //! What the table adds up: populations and top-K breakdowns kept current
 //! as entries come and go, and the [`Summary`] a scrape reads.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    hash::Hash,
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, hash::Hash, net::IpAddr};
+
+use foldhash::HashMap;
 
 use super::{
     Table,
@@ -112,7 +110,7 @@ fn top<K, L: Ord + Clone + Hash>(
     label: impl Fn(&K) -> L,
     k: usize,
 ) -> Vec<(L, u64)> {
-    let mut merged: HashMap<L, u64> = HashMap::new();
+    let mut merged: HashMap<L, u64> = HashMap::default();
     for (key, &n) in counts {
         *merged.entry(label(key)).or_default() += n;
     }

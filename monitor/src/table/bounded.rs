@@ -7,10 +7,9 @@
 //! compacted when stale slots outnumber live ones, so memory stays within
 //! a constant factor of the live entries whatever the churn.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    hash::Hash,
-};
+use std::{collections::VecDeque, hash::Hash};
+
+use foldhash::HashMap;
 
 #[derive(Debug, Clone)]
 pub struct BoundedMap<K, V> {
@@ -23,35 +22,20 @@ pub struct BoundedMap<K, V> {
 impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     pub fn new(capacity: usize) -> Self {
         BoundedMap {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             next_seq: 0,
             capacity: capacity.max(1),
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     pub fn get(&self, key: &K) -> Option<&V> {
         self.map.get(key).map(|(v, _)| v)
-    }
-
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.map.get_mut(key).map(|(v, _)| v)
-    }
-
-    pub fn contains_key(&self, key: &K) -> bool {
-        self.map.contains_key(key)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter().map(|(k, (v, _))| (k, v))
     }
 
     /// Inserts or replaces `key` (a replaced key becomes the newest) and

@@ -97,7 +97,7 @@ pub(super) struct Collisions {
 impl Table {
     /// A connection reached ESTABLISHED on `key`.
     pub(super) fn new_incarnation(&mut self, key: Key, from: TcpState, ts_ns: u64) {
-        if self.entries.contains_key(&key) {
+        if self.entries.contains(&key) {
             // The previous incarnation was still here: without death probes
             // this is how the takeover is seen.
             let cause = if from == TcpState::SynSent {
@@ -106,15 +106,14 @@ impl Table {
                 DeathCause::ReusedBySyn
             };
             self.end(key, ts_ns, cause, true);
-            self.ended.remove(&key);
+            self.early_ended.remove(&key);
             return;
         }
-        let Some(ended) = self.ended.remove(&key) else {
+        let Some(ended) = self.early_ended.remove(&key) else {
             return;
         };
         let since = ts_ns.saturating_sub(ended.ts_ns);
-        let early = matches!(ended.cause, DeathCause::KilledByRst | DeathCause::Unknown);
-        if early && since < self.config.guard_ns {
+        if since < self.config.guard_ns {
             let kind = CollisionKind::Reincarnation;
             self.collide(Collision::on(&key, ts_ns, kind, since, ended.closer, false));
         }

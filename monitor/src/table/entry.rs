@@ -2,7 +2,7 @@
 //! [`Key`], and how the table is configured.
 
 use crate::model::{
-    event::{DeathCause, Process},
+    event::Process,
     tcp::{Family, FourTuple, TcpState},
 };
 
@@ -94,11 +94,10 @@ impl Default for Config {
     }
 }
 
-/// A timewait socket that ended recently, for the guard window.
+/// A timewait socket cut short recently, for the guard window.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Ended {
     pub ts_ns: u64,
-    pub cause: DeathCause,
     pub closer: Option<Process>,
 }
 
@@ -112,9 +111,9 @@ pub struct Drift {
     pub closed: u64,
 }
 
-/// Sockets whose close was seen but whose timewait birth not yet, kept to
-/// carry the closing process over; far more than can be in flight.
-pub(super) const CLOSING_CAPACITY: usize = 1 << 16;
+/// Closers kept for sockets whose birth report was lost, until a snapshot
+/// adopts them; far more than a round's worth of lost reports.
+pub(super) const CLOSERS_CAPACITY: usize = 1 << 16;
 /// How late a snapshot may still find an entry past its due time before it
 /// is taken as killed early: the timer wheel fires TIME_WAIT up to ~2 s
 /// late at HZ=100.

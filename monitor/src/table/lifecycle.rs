@@ -7,7 +7,9 @@ use super::{
     entry::{Ended, Entry, Key, Origin, TIMEWAIT_LEN_NS, key},
 };
 use crate::model::{
-    event::{Closer, Death, DeathCause, Segment, SegmentKind, StateChange, Timewait, TwVerdict},
+    event::{
+        Closed, Death, DeathCause, Process, Segment, SegmentKind, StateChange, Timewait, TwVerdict,
+    },
     tcp::{Family, TcpState},
 };
 
@@ -22,6 +24,8 @@ pub(super) struct Birth {
     pub timeout_ns: Option<u64>,
     /// The timewait socket's address, 0 where unknown.
     pub skaddr: u64,
+    /// Who closed first, when the report says.
+    pub closer: Option<Process>,
 }
 
 impl Birth {
@@ -32,48 +36,37 @@ impl Birth {
 }
 
 impl Table {
+    /// A new connection: the only transitions the kernel sends (it counts
+    /// the rest), for the collisions they may be.
     pub(super) fn on_state_change(&mut self, sc: &StateChange) {
-        let key = key(sc.netns, sc.family, sc.tuple);
-        match (sc.from, sc.to) {
-            (TcpState::Established, TcpState::FinWait1) => {
-                self.closing.insert(sc.skaddr, key);
-            }
-            (TcpState::SynSent | TcpState::SynRecv, TcpState::Established) => {
-                self.new_incarnation(key, sc.from, sc.ts_ns);
-            }
-            (from, TcpState::Close) => self.on_close(sc, from, key),
-            _ => {}
+        if matches!(sc.from, TcpState::SynSent | TcpState::SynRecv)
+            && sc.to == TcpState::Established
+        {
+            let key = key(sc.netns, sc.family, sc.tuple);
+            self.new_incarnation(key, sc.from, sc.ts_ns);
         }
     }
 
-    fn on_close(&mut self, sc: &StateChange, from: TcpState, reported: Key) {
-        // By the time a socket reports CLOSE, tcp_set_state() has released
-        // its port (inet_put_port zeroes inet_num), so the local port is 0
-        // here: the four-tuple is the one its close reported.
-        let key = self.closing.remove(&sc.skaddr).unwrap_or(reported);
-        let after_active_close = matches!(from, TcpState::FinWait2 | TcpState::Closing);
-        if self.config.derive_births && after_active_close && key.tuple.sport != 0 {
+    /// An active close reached CLOSE and no birth hook reported its
+    /// timewait socket. Without birth hooks this is the birth, tentative
+    /// until a snapshot shows the socket (the same transition ends a close
+    /// reset in FIN_WAIT2). With them, the hook's run was lost: who closed
+    /// is kept for the snapshot that will adopt the socket; a later close
+    /// of the four-tuple replaces it.
+    pub(super) fn on_closed(&mut self, c: &Closed) {
+        let key = key(c.netns, c.family, c.tuple);
+        if self.config.derive_births && key.tuple.sport != 0 {
             self.birth(Birth {
                 key,
-                ts_ns: sc.ts_ns,
+                ts_ns: c.ts_ns,
                 origin: Origin::Transition,
                 substate: TcpState::TimeWait,
                 timeout_ns: None,
                 skaddr: 0,
+                closer: c.closer,
             });
-        }
-        // After FIN_WAIT2 or CLOSING a timewait socket was born (or
-        // refused), and its birth took the closer. One still here means that
-        // birth's probe run was lost: keep it for the snapshot that will
-        // adopt the socket. A later close of the four-tuple replaces it.
-        if !after_active_close {
-            self.closers.remove(&key);
-        }
-    }
-
-    pub(super) fn on_closer(&mut self, c: &Closer) {
-        if let Some(key) = self.closing.get(&c.skaddr).copied() {
-            self.closers.insert(key, c.process);
+        } else if let Some(process) = c.closer {
+            self.closers.insert(key, process);
         }
     }
 
@@ -91,6 +84,7 @@ impl Table {
             substate: tw.substate,
             timeout_ns: Some(timeout_ns),
             skaddr: tw.skaddr,
+            closer: tw.closer,
         });
     }
 
@@ -111,10 +105,6 @@ impl Table {
 
     pub(super) fn on_segment(&mut self, seg: &Segment) {
         let key = key(seg.netns, seg.family, seg.tuple);
-        let Some(entry) = self.entries.get_mut(&key) else {
-            return;
-        };
-        entry.segments = entry.segments.saturating_add(1);
         let fin = seg.flags & monitor_common::tcp::flags::FIN != 0;
         let rearmed = match seg.substate {
             // The peer's FIN turns an orphaned FIN_WAIT2 into TIME_WAIT for
@@ -123,19 +113,27 @@ impl Table {
             // A retransmitted FIN is re-ACKed and the timer re-armed.
             _ => seg.kind == SegmentKind::FinRetransmit && seg.verdict == TwVerdict::Ack,
         };
-        if !rearmed {
-            return;
+        let mut old = None;
+        let mut rearmed_at = None;
+        self.entries.update(&key, |entry| {
+            entry.segments = entry.segments.saturating_add(1);
+            if rearmed {
+                old = Some(entry.substate);
+                entry.substate = TcpState::TimeWait;
+                entry.expires_ns = seg.ts_ns + TIMEWAIT_LEN_NS;
+                rearmed_at = Some(entry.expires_ns);
+            }
+        });
+        if let Some(at) = rearmed_at {
+            self.due_at(at);
         }
-        let old = entry.substate;
-        entry.substate = TcpState::TimeWait;
-        entry.expires_ns = seg.ts_ns + TIMEWAIT_LEN_NS;
-        if old != TcpState::TimeWait {
+        if let Some(old) = old.filter(|&s| s != TcpState::TimeWait) {
             self.breakdowns.move_substate(&key, old, TcpState::TimeWait);
         }
     }
 
     pub(super) fn birth(&mut self, b: Birth) {
-        if let Some(existing) = self.entries.get(&b.key).copied() {
+        if let Some(existing) = self.entries.get(&b.key) {
             let same_socket = existing.skaddr == 0 || b.skaddr == 0 || existing.skaddr == b.skaddr;
             if same_socket {
                 // Something else got there first. A probe knows better than
@@ -162,7 +160,7 @@ impl Table {
             expires_ns: b.expires_ns(),
             skaddr: b.skaddr,
             segments: 0,
-            closer: self.closers.remove(&b.key),
+            closer: b.closer.or_else(|| self.closers.remove(&b.key)),
         };
         self.insert(b.key, entry);
     }
@@ -184,7 +182,7 @@ impl Table {
             entry.expires_ns = b.expires_ns();
         }
         if entry.closer.is_none() {
-            entry.closer = self.closers.remove(&key);
+            entry.closer = b.closer.or_else(|| self.closers.remove(&key));
         }
         entry.confirmed = true;
         if existing.confirmed
@@ -195,9 +193,8 @@ impl Table {
         self.start(b.origin, key.family, entry.substate);
         self.breakdowns.count(&key, &existing, -1);
         self.breakdowns.count(&key, &entry, 1);
-        if let Some(slot) = self.entries.get_mut(&key) {
-            *slot = entry;
-        }
+        self.due_at(entry.expires_ns);
+        self.entries.update(&key, |slot| *slot = entry);
     }
 
     pub(super) fn insert(&mut self, key: Key, entry: Entry) {
@@ -205,10 +202,26 @@ impl Table {
             self.start(entry.origin, key.family, entry.substate);
         }
         self.breakdowns.count(&key, &entry, 1);
-        self.ended.remove(&key);
-        for (old_key, old) in self.entries.insert(key, entry) {
-            self.breakdowns.count(&old_key, &old, -1);
-            self.evictions += 1;
+        self.early_ended.remove(&key);
+        self.due_at(entry.expires_ns);
+        if let Some(old) = self.entries.insert(key, &entry) {
+            self.breakdowns.count(&key, &old, -1);
+        }
+        if self.entries.len() > self.config.capacity {
+            self.evict();
+        }
+    }
+
+    /// Makes room: drops the oldest entries, a hundredth of the capacity at
+    /// a time, so a table kept full scans itself once per hundred inserts.
+    fn evict(&mut self) {
+        let excess = self.entries.len() - self.config.capacity;
+        let batch = excess.max(self.config.capacity / 100).max(1);
+        for key in self.entries.oldest(batch) {
+            if let Some(old) = self.entries.remove(&key) {
+                self.breakdowns.count(&key, &old, -1);
+                self.evictions += 1;
+            }
         }
     }
 
@@ -238,20 +251,23 @@ impl Table {
         if let Some(kind) = kind {
             self.collide(Collision::on(&key, ts_ns, kind, age, entry.closer, derived));
         }
-        self.ended.insert(
-            key,
-            Ended {
+        if matches!(cause, DeathCause::KilledByRst | DeathCause::Unknown) {
+            let ended = Ended {
                 ts_ns,
-                cause,
                 closer: entry.closer,
-            },
-        );
-        self.forget_ended_before(ts_ns.saturating_sub(self.config.guard_ns));
-    }
-
-    fn forget_ended_before(&mut self, cutoff: u64) {
-        while self.ended.oldest().is_some_and(|(_, e)| e.ts_ns < cutoff) {
-            self.ended.pop_oldest();
+            };
+            self.early_ended.insert(key, ended);
+        }
+        let cutoff = ts_ns.saturating_sub(self.config.guard_ns);
+        while self
+            .early_ended
+            .oldest()
+            .is_some_and(|(_, e)| e.ts_ns < cutoff)
+        {
+            self.early_ended.pop_oldest();
+        }
+        if !derived {
+            self.recent_deaths.insert(key, ts_ns);
         }
     }
 

@@ -12,8 +12,8 @@
 //!   deaths exactly;
 //! - without them (tracepoint-only kernels) a birth is derived from a
 //!   FIN_WAIT2 or CLOSING -> CLOSE transition, taken as tentative until a
-//!   snapshot shows the socket, and a death from the socket leaving the
-//!   snapshots.
+//!   snapshot shows the socket, and a death from its timer running out
+//!   (`expiry`) or the socket leaving the snapshots.
 //!
 //! Snapshots reconcile both: entries the kernel no longer has are closed,
 //! sockets the table missed are adopted, and the difference is the drift.
@@ -22,6 +22,7 @@ mod aggregates;
 mod bounded;
 mod collisions;
 mod entry;
+mod expiry;
 pub mod histogram;
 mod lifecycle;
 mod pressure;
@@ -29,6 +30,7 @@ mod query;
 mod reconcile;
 pub mod state;
 pub mod stats;
+mod store;
 
 use std::collections::BTreeMap;
 
@@ -37,12 +39,13 @@ pub use aggregates::{Summary, comm_label};
 use bounded::BoundedMap;
 use collisions::Collisions;
 pub use collisions::{Collision, CollisionKind};
-use entry::{CLOSING_CAPACITY, Ended};
+use entry::{CLOSERS_CAPACITY, Ended};
 pub use entry::{Config, Drift, Entry, Key, Origin, TIMEWAIT_LEN_NS};
 use histogram::Histogram;
 pub use pressure::Pressure;
 pub use query::{Filter, Order};
 pub use state::State;
+use store::Store;
 
 use crate::model::{
     event::{DeathCause, KernelEvent, Process},
@@ -53,15 +56,21 @@ use crate::model::{
 #[derive(Debug)]
 pub struct Table {
     config: Config,
-    entries: BoundedMap<Key, Entry>,
-    /// Full sockets in an active close: socket address -> key.
-    closing: BoundedMap<u64, Key>,
-    /// Who closed them.
+    entries: Store,
+    /// Who closed sockets whose birth report was lost, for the snapshot
+    /// that adopts them.
     closers: BoundedMap<Key, Process>,
-    /// Entries ended within the guard window, for reincarnations.
-    ended: BoundedMap<Key, Ended>,
+    /// Entries cut short (RST, or a kill no hook explained) within the
+    /// guard window, for reincarnations.
+    early_ended: BoundedMap<Key, Ended>,
+    /// When probes reported entries dead, since the latest dump began: a
+    /// dump that began before a death may still list the socket, and must
+    /// not bring it back.
+    recent_deaths: BoundedMap<Key, u64>,
     /// A snapshot has been taken: adoptions from now on are drift.
     seeded: bool,
+    /// The mark of the latest snapshot round (it alternates).
+    mark: bool,
     breakdowns: Breakdowns,
     collisions: Collisions,
     started: BTreeMap<Origin, u64>,
@@ -74,16 +83,18 @@ pub struct Table {
     drift: Drift,
     knobs: BTreeMap<u32, Knobs>,
     pressure: BTreeMap<u32, Vec<Pressure>>,
+    expiry: expiry::Expiry,
 }
 
 impl Table {
     pub fn new(config: Config) -> Table {
         Table {
-            entries: BoundedMap::new(config.capacity),
-            closing: BoundedMap::new(CLOSING_CAPACITY),
-            closers: BoundedMap::new(CLOSING_CAPACITY),
-            ended: BoundedMap::new(config.capacity),
+            entries: Store::default(),
+            closers: BoundedMap::new(CLOSERS_CAPACITY),
+            early_ended: BoundedMap::new(config.capacity),
+            recent_deaths: BoundedMap::new(config.capacity),
             seeded: false,
+            mark: false,
             breakdowns: Breakdowns::default(),
             collisions: Collisions::default(),
             started: BTreeMap::new(),
@@ -96,6 +107,7 @@ impl Table {
             drift: Drift::default(),
             knobs: BTreeMap::new(),
             pressure: BTreeMap::new(),
+            expiry: expiry::Expiry::new(config.hz),
             config,
         }
     }
@@ -106,9 +118,10 @@ impl Table {
 
     /// Feeds one kernel event.
     pub fn apply(&mut self, event: &KernelEvent) {
+        self.expire_due(event.ts_ns());
         match event {
             KernelEvent::StateChange(sc) => self.on_state_change(sc),
-            KernelEvent::Closer(c) => self.on_closer(c),
+            KernelEvent::Closed(c) => self.on_closed(c),
             KernelEvent::TimewaitBirth(tw) => self.on_birth(tw),
             KernelEvent::TimewaitDeath(d) => self.on_death(d),
             KernelEvent::TimewaitSegment(seg) => self.on_segment(seg),
@@ -119,7 +132,7 @@ impl Table {
         }
     }
 
-    pub fn get(&self, key: &Key) -> Option<&Entry> {
+    pub fn get(&self, key: &Key) -> Option<Entry> {
         self.entries.get(key)
     }
 
@@ -128,7 +141,7 @@ impl Table {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
     }
 }
 

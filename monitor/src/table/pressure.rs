@@ -1,10 +1,9 @@
 //! Ephemeral port pressure: how many of the ports connect() may pick are
 //! taken toward each destination, a pure function of one snapshot.
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-};
+use std::net::IpAddr;
+
+use foldhash::{HashMap, HashSet};
 
 use crate::model::{snapshot::NetnsSnapshot, tcp::TcpState};
 
@@ -49,7 +48,7 @@ pub fn pressure_of(snap: &NetnsSnapshot) -> Vec<Pressure> {
         .filter(|s| s.state == TcpState::Listen && snap.knobs.is_ephemeral(s.tuple.sport))
         .map(|s| s.tuple.sport)
         .collect();
-    let mut groups: HashMap<(IpAddr, IpAddr, u16), (u64, u64)> = HashMap::new();
+    let mut groups: HashMap<(IpAddr, IpAddr, u16), (u64, u64)> = HashMap::default();
     for sock in &snap.sockets {
         let t = &sock.tuple;
         // Connections accepted on a listener's port are the server side,

@@ -1,6 +1,6 @@
 //! Listing the table: which entries ([`Filter`]), in which [`Order`].
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{cmp::Ordering, collections::BinaryHeap, fmt, net::IpAddr, str::FromStr};
 
 use super::{
     Table,
@@ -101,34 +101,68 @@ impl Filter {
 impl Table {
     /// Entries matching `filter`, in `order`, at most `limit`.
     pub fn list(&self, filter: &Filter, order: Order, limit: usize) -> Vec<(Key, Entry)> {
-        // References, not copies: a 1M-entry table is 16 MB of these
-        // rather than 130 MB, and only `limit` of them get sorted.
-        let mut found: Vec<(&Key, &Entry)> = self
-            .entries
-            .iter()
-            .filter(|(k, e)| filter.matches(k, e))
-            .collect();
-        let cmp = |a: &(&Key, &Entry), b: &(&Key, &Entry)| {
-            let by = match order {
-                Order::Age => a.1.born_ns.cmp(&b.1.born_ns),
-                Order::Left => a.1.expires_ns.cmp(&b.1.expires_ns),
-                Order::Remote => {
-                    (a.0.tuple.daddr, a.0.tuple.dport).cmp(&(b.0.tuple.daddr, b.0.tuple.dport))
-                }
-                Order::Port => a.0.tuple.sport.cmp(&b.0.tuple.sport),
-                Order::Process => {
-                    let comm = |e: &Entry| e.closer.map(|p| p.comm);
-                    comm(a.1).cmp(&comm(b.1))
-                }
-            };
-            by.then_with(|| (a.1.born_ns, a.0).cmp(&(b.1.born_ns, b.0)))
-        };
-        if limit > 0 && found.len() > limit {
-            found.select_nth_unstable_by(limit - 1, cmp);
+        // Only the best `limit` are ever held: a 1M-entry table is not
+        // copied out for a listing of 50.
+        let room = limit.min(self.entries.len()).saturating_add(1);
+        let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(room);
+        for (key, entry, _) in self.entries.iter(false) {
+            if limit == 0 || !filter.matches(&key, &entry) {
+                continue;
+            }
+            best.push(Ranked { order, key, entry });
+            if best.len() > limit {
+                best.pop();
+            }
         }
-        found.truncate(limit);
-        found.sort_unstable_by(cmp);
-        found.into_iter().map(|(k, e)| (*k, *e)).collect()
+        let mut found = best.into_vec();
+        found.sort_unstable();
+        found.into_iter().map(|r| (r.key, r.entry)).collect()
+    }
+}
+
+/// An entry ranked by an order; the heap keeps the smallest `limit`.
+struct Ranked {
+    order: Order,
+    key: Key,
+    entry: Entry,
+}
+
+impl Ranked {
+    fn cmp_by(&self, other: &Ranked) -> Ordering {
+        let (a, b) = (self, other);
+        let by = match self.order {
+            Order::Age => a.entry.born_ns.cmp(&b.entry.born_ns),
+            Order::Left => a.entry.expires_ns.cmp(&b.entry.expires_ns),
+            Order::Remote => {
+                (a.key.tuple.daddr, a.key.tuple.dport).cmp(&(b.key.tuple.daddr, b.key.tuple.dport))
+            }
+            Order::Port => a.key.tuple.sport.cmp(&b.key.tuple.sport),
+            Order::Process => {
+                let comm = |e: &Entry| e.closer.map(|p| p.comm);
+                comm(&a.entry).cmp(&comm(&b.entry))
+            }
+        };
+        by.then_with(|| (a.entry.born_ns, a.key).cmp(&(b.entry.born_ns, b.key)))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Ranked) -> bool {
+        self.cmp_by(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Ranked) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Ranked) -> Ordering {
+        self.cmp_by(other)
     }
 }
 

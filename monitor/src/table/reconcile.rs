@@ -2,8 +2,12 @@
 //! no longer has are closed (or, when tentative, discarded), sockets the
 //! table missed are adopted, and the difference is the drift. Where no death
 //! probe runs, this is how deaths are seen at all.
+//!
+//! Mark and sweep: each listed socket marks its entry with the round's mark
+//! (which alternates), then one pass over the table finds those a dumped
+//! namespace no longer lists. Nothing the size of the round is built.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::{
     Table,
@@ -16,16 +20,6 @@ use crate::model::{
     tcp::TcpState,
 };
 
-/// What one round lists.
-struct Listing {
-    /// Timewait sockets, with when their namespace's dump began.
-    listed: HashMap<Key, (DiagSocket, u64)>,
-    /// Namespaces dumped, and when each dump began.
-    taken: HashMap<u32, u64>,
-    /// When the latest dump began.
-    newest: u64,
-}
-
 /// What a round means for one entry it does not list.
 enum Fate {
     /// A tentative entry no snapshot confirmed: never real.
@@ -37,57 +31,125 @@ enum Fate {
 impl Table {
     /// Reconciles the table with a round of sock_diag snapshots.
     pub fn reconcile(&mut self, round: &SnapshotRound) {
-        let listing = self.take_listing(round);
+        self.mark = !self.mark;
         let mut drift = Drift::default();
-        self.close_missing(round, &listing, &mut drift);
-        self.update_and_adopt(listing, &mut drift);
+        let taken = self.take_context(round);
+        for snap in &round.namespaces {
+            for sock in snap.sockets.iter().filter(|s| s.timewait) {
+                let key = key(Some(snap.netns), sock.family, sock.tuple);
+                self.listed(key, sock, snap.taken_ns, &mut drift);
+            }
+        }
+        self.close_missing(round, &taken, &mut drift);
+        // Deaths older than this round's dumps cannot make a later round
+        // stale.
+        if let Some(oldest) = taken.values().min() {
+            while self
+                .recent_deaths
+                .oldest()
+                .is_some_and(|(_, ts)| ts < oldest)
+            {
+                self.recent_deaths.pop_oldest();
+            }
+        }
         self.seeded = true;
         self.drift = drift;
     }
 
-    /// Keeps the round's knobs and port pressure and indexes its sockets.
-    fn take_listing(&mut self, round: &SnapshotRound) -> Listing {
-        let mut listed = HashMap::new();
-        let mut taken = HashMap::new();
+    /// Keeps the round's knobs and port pressure; returns when each
+    /// namespace's dump began.
+    fn take_context(&mut self, round: &SnapshotRound) -> HashMap<u32, u64> {
+        let mut taken = HashMap::default();
         for snap in &round.namespaces {
             taken.insert(snap.netns, snap.taken_ns);
             self.knobs.insert(snap.netns, snap.knobs);
             self.pressure.insert(snap.netns, pressure_of(snap));
-            for sock in snap.sockets.iter().filter(|s| s.timewait) {
-                let key = key(Some(snap.netns), sock.family, sock.tuple);
-                listed.insert(key, (*sock, snap.taken_ns));
-            }
         }
         if let Some(existing) = &round.existing {
             self.knobs.retain(|ns, _| existing.contains(ns));
             self.pressure.retain(|ns, _| existing.contains(ns));
         }
-        let newest = round.namespaces.iter().map(|s| s.taken_ns).max();
-        Listing {
-            listed,
-            taken,
-            newest: newest.unwrap_or(0),
+        taken
+    }
+
+    /// A timewait socket a dump taken at `taken_ns` lists: its entry is
+    /// brought up to date with the kernel, or the socket is adopted.
+    fn listed(&mut self, key: Key, sock: &DiagSocket, taken_ns: u64, drift: &mut Drift) {
+        let expires_ns = taken_ns + u64::from(sock.expires_ms) * 1_000_000;
+        let mut moved = None;
+        let mut confirmed = None;
+        let mut rescheduled = false;
+        let known = self.entries.update(&key, |entry| {
+            if entry.born_ns < taken_ns {
+                entry.expires_ns = expires_ns;
+                rescheduled = true;
+            }
+            if entry.substate != sock.state {
+                moved = Some(entry.substate);
+                entry.substate = sock.state;
+            }
+            if !entry.confirmed {
+                entry.confirmed = true;
+                confirmed = Some((entry.origin, entry.substate));
+            }
+        });
+        if rescheduled {
+            self.due_at(expires_ns);
         }
+        if known {
+            self.entries.mark(&key, self.mark);
+            if let Some(old) = moved {
+                self.breakdowns.move_substate(&key, old, sock.state);
+            }
+            if let Some((origin, substate)) = confirmed {
+                self.start(origin, key.family, substate);
+            }
+            return;
+        }
+        if self
+            .recent_deaths
+            .get(&key)
+            .is_some_and(|&ts| ts >= taken_ns)
+        {
+            // Died after the dump began: the dump is the stale one.
+            return;
+        }
+        if self.config.derive_deaths && sock.expires_ms == 0 && self.seeded {
+            // Its timer is overdue: ended here as expired already, or
+            // about to die. Adopting it would count it twice.
+            return;
+        }
+        if self.seeded {
+            drift.adopted += 1;
+        }
+        self.adopt(key, sock.state, taken_ns, expires_ns);
+        self.entries.mark(&key, self.mark);
     }
 
     /// Ends (or discards) the entries the round shows gone.
-    fn close_missing(&mut self, round: &SnapshotRound, listing: &Listing, drift: &mut Drift) {
+    fn close_missing(
+        &mut self,
+        round: &SnapshotRound,
+        taken: &HashMap<u32, u64>,
+        drift: &mut Drift,
+    ) {
+        let newest = taken.values().copied().max().unwrap_or(0);
         let mut fates = Vec::new();
-        for (key, entry) in self.entries.iter() {
-            let Some(&taken_ns) = listing.taken.get(&key.netns) else {
+        for (key, entry, marked) in self.entries.iter(self.mark) {
+            let Some(&taken_ns) = taken.get(&key.netns) else {
                 let vanished = round
                     .existing
                     .as_ref()
                     .is_some_and(|all| key.netns != 0 && !all.contains(&key.netns));
                 if vanished {
-                    fates.push((*key, Fate::End(listing.newest, DeathCause::Purged)));
+                    fates.push((key, Fate::End(newest, DeathCause::Purged)));
                 }
                 continue;
             };
-            if listing.listed.contains_key(key) || entry.born_ns >= taken_ns {
+            if marked || entry.born_ns >= taken_ns {
                 continue;
             }
-            fates.push((*key, self.fate_of_missing(entry, taken_ns, drift)));
+            fates.push((key, self.fate_of_missing(&entry, taken_ns, drift)));
         }
         for (key, fate) in fates {
             match fate {
@@ -120,44 +182,6 @@ impl Table {
         // The death happened between the last look and this one; the due
         // time is the best estimate of when.
         Fate::End(entry.expires_ns.min(taken_ns).max(entry.born_ns), cause)
-    }
-
-    /// Brings listed entries up to date with the kernel and adopts the
-    /// sockets the table did not have.
-    fn update_and_adopt(&mut self, listing: Listing, drift: &mut Drift) {
-        let mut moves = Vec::new();
-        let mut confirmed = Vec::new();
-        for (key, (sock, taken_ns)) in listing.listed {
-            let expires_ns = taken_ns + u64::from(sock.expires_ms) * 1_000_000;
-            if let Some(entry) = self.entries.get_mut(&key) {
-                if entry.born_ns < taken_ns {
-                    entry.expires_ns = expires_ns;
-                }
-                if entry.substate != sock.state {
-                    moves.push((key, entry.substate, sock.state));
-                    entry.substate = sock.state;
-                }
-                if !entry.confirmed {
-                    entry.confirmed = true;
-                    confirmed.push((entry.origin, key.family, entry.substate));
-                }
-                continue;
-            }
-            if self.ended.get(&key).is_some_and(|e| e.ts_ns >= taken_ns) {
-                // Died after the dump began: the dump is the stale one.
-                continue;
-            }
-            if self.seeded {
-                drift.adopted += 1;
-            }
-            self.adopt(key, sock.state, taken_ns, expires_ns);
-        }
-        for (origin, family, substate) in confirmed {
-            self.start(origin, family, substate);
-        }
-        for (key, old, new) in moves {
-            self.breakdowns.move_substate(&key, old, new);
-        }
     }
 
     /// A timewait socket the table learns of from a snapshot alone.

@@ -3,7 +3,13 @@
 //! reproduces what the daemon showed.
 
 use super::{Config, Table, stats::Stats};
-use crate::{model::snapshot::SnapshotRound, sources::decode::decode};
+use crate::{
+    model::{
+        hooks::KernelCounts,
+        snapshot::{SnapshotPacing, SnapshotRound},
+    },
+    sources::decode::decode,
+};
 
 #[derive(Debug)]
 pub struct State {
@@ -11,6 +17,11 @@ pub struct State {
     pub table: Table,
     /// Timestamp of the newest thing fed: "now" for a replayed table.
     pub last_ns: u64,
+    /// What the kernel counted, as a recording last said (a live daemon
+    /// reads the kernel instead).
+    pub recorded_counts: Option<KernelCounts>,
+    /// The snapshot schedule so far (zero for a replayed table).
+    pub pacing: SnapshotPacing,
     warned: bool,
 }
 
@@ -20,6 +31,8 @@ impl State {
             stats: Stats::default(),
             table: Table::new(config),
             last_ns: 0,
+            recorded_counts: None,
+            pacing: SnapshotPacing::default(),
             warned: false,
         }
     }
@@ -42,6 +55,12 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Lets the table act on time passing with nothing to report (see
+    /// `Table::expire_due`); `now_ns` on the clock of event timestamps.
+    pub fn advance(&mut self, now_ns: u64) {
+        self.table.expire_due(now_ns);
     }
 
     pub fn reconcile(&mut self, round: &SnapshotRound) {

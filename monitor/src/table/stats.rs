@@ -1,7 +1,11 @@
 //! Counting what the event stream says. Pure logic: fed decoded events (or
-//! decode failures), read back as a [`StatsSnapshot`] at scrape time.
+//! decode failures), read back as a [`StatsSnapshot`] at scrape time. TCP
+//! state transitions are not here: the kernel counts them itself
+//! (`model::hooks::KernelCounts`).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::HashSet;
 
 use crate::model::{
     event::{DeathCause, KernelEvent, SegmentKind},
@@ -13,8 +17,6 @@ use crate::model::{
 pub struct Stats {
     events: u64,
     malformed: u64,
-    /// Indexed by kernel state number (1..=12); row = from, column = to.
-    transitions: [[u64; 13]; 13],
     entered: BTreeMap<(Family, TcpState), u64>,
     overflows: u64,
     segments: BTreeMap<SegmentKind, u64>,
@@ -38,7 +40,6 @@ const RECENTLY_DEAD: usize = 65536;
 pub struct StatsSnapshot {
     pub events: u64,
     pub malformed: u64,
-    pub transitions: BTreeMap<(TcpState, TcpState), u64>,
     /// Timewait sockets born, by family and substate.
     pub entered: BTreeMap<(Family, TcpState), u64>,
     /// Timewait sockets refused (tcp_max_tw_buckets full).
@@ -59,9 +60,9 @@ impl Stats {
     pub fn record(&mut self, event: &KernelEvent) {
         self.events += 1;
         match event {
-            KernelEvent::StateChange(sc) => {
-                self.transitions[sc.from as usize][sc.to as usize] += 1;
-            }
+            // For the table: new connections (collisions) and derived
+            // births; the kernel counts transitions itself.
+            KernelEvent::StateChange(_) | KernelEvent::Closed(_) => {}
             KernelEvent::TimewaitBirth(tw) => {
                 *self.entered.entry((tw.family, tw.substate)).or_default() += 1;
                 self.recently_dead.remove(&tw.skaddr);
@@ -84,8 +85,6 @@ impl Stats {
                 *self.segments.entry(seg.kind).or_default() += 1;
             }
             KernelEvent::ConnectEaddrnotavail(_) => self.eaddrnotavail += 1,
-            // Attribution only; the table carries it onto the timewait socket.
-            KernelEvent::Closer(_) => {}
             KernelEvent::TimewaitResetSent(_) => self.resets_sent += 1,
         }
     }
@@ -103,19 +102,9 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let mut transitions = BTreeMap::new();
-        for from in TcpState::ALL {
-            for to in TcpState::ALL {
-                let n = self.transitions[from as usize][to as usize];
-                if n > 0 {
-                    transitions.insert((from, to), n);
-                }
-            }
-        }
         StatsSnapshot {
             events: self.events,
             malformed: self.malformed,
-            transitions,
             entered: self.entered.clone(),
             overflows: self.overflows,
             segments: self.segments.clone(),
@@ -127,33 +116,10 @@ impl Stats {
     }
 }
 
-/// TIME_WAIT sockets per family, as the last sock_diag dump saw them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Population {
-    pub ipv4: u64,
-    pub ipv6: u64,
-}
-
-impl Population {
-    pub fn get(&self, family: Family) -> u64 {
-        match family {
-            Family::Ipv4 => self.ipv4,
-            Family::Ipv6 => self.ipv6,
-        }
-    }
-
-    pub fn add(&mut self, family: Family, n: u64) {
-        match family {
-            Family::Ipv4 => self.ipv4 += n,
-            Family::Ipv6 => self.ipv6 += n,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use monitor_common::{
-        record::{TwAlloc, TwDeath, cause},
+        record::{Process, TwAlloc, TwDeath, cause},
         tcp::{family, state},
     };
 
@@ -168,36 +134,34 @@ mod tests {
     }
 
     #[test]
-    fn counts_a_client_close_sequence() {
+    fn transitions_are_events_but_not_counted_here() {
         let mut stats = Stats::default();
-        // What one client-closed loopback connection looks like on the
-        // closing side: ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE.
-        for _ in 0..3 {
-            stats.record(&ev(family::INET, state::ESTABLISHED, state::FIN_WAIT1));
-            stats.record(&ev(family::INET, state::FIN_WAIT1, state::FIN_WAIT2));
-            stats.record(&ev(family::INET6, state::FIN_WAIT2, state::CLOSE));
-        }
+        stats.record(&ev(family::INET, state::SYN_SENT, state::ESTABLISHED));
+        stats.record(&ev(family::INET6, state::SYN_RECV, state::ESTABLISHED));
         let snap = stats.snapshot();
-        assert_eq!(snap.events, 9);
-        assert_eq!(snap.malformed, 0);
-        let count = |from, to| snap.transitions.get(&(from, to)).copied();
-        assert_eq!(count(TcpState::Established, TcpState::FinWait1), Some(3));
-        assert_eq!(count(TcpState::FinWait1, TcpState::FinWait2), Some(3));
-        assert_eq!(count(TcpState::FinWait2, TcpState::Close), Some(3));
-        assert_eq!(snap.transitions.len(), 3);
+        assert_eq!((snap.events, snap.malformed), (2, 0));
+        assert_eq!(
+            snap,
+            StatsSnapshot {
+                events: 2,
+                ..StatsSnapshot::default()
+            }
+        );
     }
 
     /// A timewait allocation record: born as `tw`, or refused when 0.
     fn alloc(fam: u8, tw: u64, substate: u8) -> KernelEvent {
-        decoded(&TwAlloc::new(
+        let unknown = Process::default();
+        let record = TwAlloc::new(
             test_stamp(fam),
             0xabc0,
             tw,
+            unknown,
             tuple(fam),
             substate,
             0,
-        ))
-        .unwrap()
+        );
+        decoded(&record).unwrap()
     }
 
     #[test]
@@ -245,19 +209,5 @@ mod tests {
         stats.record(&ev(family::INET, state::SYN_SENT, state::ESTABLISHED));
         let snap = stats.snapshot();
         assert_eq!((snap.events, snap.malformed), (2, 1));
-        assert_eq!(
-            snap.transitions
-                .get(&(TcpState::SynSent, TcpState::Established)),
-            Some(&1)
-        );
-    }
-
-    #[test]
-    fn population_adds_per_family() {
-        let mut p = Population::default();
-        p.add(Family::Ipv4, 3);
-        p.add(Family::Ipv6, 2);
-        p.add(Family::Ipv4, 1);
-        assert_eq!((p.get(Family::Ipv4), p.get(Family::Ipv6)), (4, 2));
     }
 }

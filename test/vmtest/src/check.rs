@@ -5,7 +5,8 @@ use std::process::Command;
 use crate::util::*;
 
 /// On a kernel with BPF trampolines, `twmon check` picks fentry for every
-/// function hook and the raw tracepoint for state changes, and exits 0.
+/// function hook and the BTF-typed raw tracepoint for state changes, and
+/// exits 0.
 pub fn check_prefers_fentry(ctx: &Ctx) {
     let out = Command::new(&ctx.twmon)
         .arg("check")
@@ -22,7 +23,7 @@ pub fn check_prefers_fentry(ctx: &Ctx) {
     };
     assert_eq!(
         method("inet_sock_set_state").as_deref(),
-        Some("raw_tracepoint"),
+        Some("tp_btf"),
         "{stdout}"
     );
     assert_eq!(

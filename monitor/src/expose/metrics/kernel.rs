@@ -1,6 +1,6 @@
 //! The probes and what they delivered.
 
-use prometheus::{Gauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Counter, Gauge, IntGaugeVec, Opts, Registry};
 
 use super::{counter, counter_vec, register};
 use crate::{
@@ -11,10 +11,11 @@ use crate::{
 pub fn transitions(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
     let vec = counter_vec(
         "twmon_tcp_state_transitions_total",
-        "TCP state transitions seen by the sock:inet_sock_set_state tracepoint.",
+        "TCP state transitions seen by the sock:inet_sock_set_state tracepoint, counted in the \
+         kernel.",
         &["from", "to"],
     )?;
-    for ((from, to), n) in &scrape.stats.transitions {
+    for ((from, to), n) in &scrape.kernel.transitions {
         vec.with_label_values(&[from.name(), to.name()]).inc_by(*n);
     }
     register(registry, vec)
@@ -71,6 +72,29 @@ pub fn build_info(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()
     vec.with_label_values(&[env!("CARGO_PKG_VERSION"), scrape.kernel_release.as_str()])
         .set(1);
     register(registry, vec)
+}
+
+pub fn snapshots(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
+    let p = scrape.pacing;
+    counter(
+        registry,
+        "twmon_snapshots_total",
+        "sock_diag snapshot rounds taken (each dumps every watched namespace's TCP sockets).",
+        p.rounds,
+    )?;
+    let cpu = Counter::new(
+        "twmon_snapshot_cpu_seconds_total",
+        "CPU time the snapshot dumps took.",
+    )?;
+    cpu.inc_by(p.cpu.as_secs_f64());
+    register(registry, cpu)?;
+    let interval = Gauge::new(
+        "twmon_snapshot_interval_seconds",
+        "The wait before the next snapshot: --snapshot-interval, or longer when the last \
+         dump cost more than --snapshot-cpu-percent of a core over it.",
+    )?;
+    interval.set(p.interval.as_secs_f64());
+    register(registry, interval)
 }
 
 pub fn scrape_duration(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {

@@ -31,6 +31,7 @@ const FAMILIES: &[Family] = &[
     kernel::errors,
     kernel::build_info,
     kernel::scrape_duration,
+    kernel::snapshots,
     kernel::probe_attached,
     lifecycle::entered,
     lifecycle::overflow,
@@ -151,7 +152,7 @@ mod tests {
         scrape.stats.events = 10;
         scrape.stats.malformed = 1;
         scrape
-            .stats
+            .kernel
             .transitions
             .insert((TcpState::FinWait1, TcpState::FinWait2), 7);
         scrape

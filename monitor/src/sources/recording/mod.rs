@@ -9,10 +9,13 @@ use monitor_common::record::WIRE_VERSION;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::{
-    snapshot::{DiagSocket, Knobs, NetnsSnapshot, SnapshotRound},
-    tcp::{Family, FourTuple, TcpState, ip, ip_bytes},
-};
+mod counters;
+mod round;
+
+use counters::{decode_counters, encode_counters};
+use round::{decode_round, encode_round};
+
+use crate::model::{hooks::KernelCounts, snapshot::SnapshotRound};
 
 pub const MAGIC: &[u8; 8] = b"TWMONREC";
 /// 2: kernel records of several sizes, each as the contract of
@@ -24,8 +27,7 @@ const MAX_RECORD: usize = 4096;
 /// Frame kinds.
 const FRAME_EVENT: u8 = 1;
 const FRAME_SNAPSHOT: u8 = 2;
-/// Bytes per socket in a snapshot frame.
-const SOCKET_SIZE: usize = 44;
+const FRAME_COUNTERS: u8 = 3;
 /// Refuse frames larger than this: a corrupt length must not make replay
 /// allocate gigabytes. 1 GiB holds ~24 million sockets.
 const MAX_FRAME: usize = 1 << 30;
@@ -55,6 +57,8 @@ pub enum Frame {
     /// One ring-buffer record as the kernel wrote it.
     Event(Vec<u8>),
     Snapshot(SnapshotRound),
+    /// What the kernel counted itself, as of this point.
+    Counters(KernelCounts),
 }
 
 #[derive(Debug, Error)]
@@ -104,6 +108,10 @@ impl<W: Write> Writer<W> {
 
     pub fn snapshot(&mut self, round: &SnapshotRound) -> io::Result<()> {
         self.frame(FRAME_SNAPSHOT, &encode_round(round))
+    }
+
+    pub fn counters(&mut self, counts: &KernelCounts) -> io::Result<()> {
+        self.frame(FRAME_COUNTERS, &encode_counters(counts))
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -205,6 +213,9 @@ impl<R: Read> Reader<R> {
             FRAME_SNAPSHOT => decode_round(&payload)
                 .map(|r| Some(Frame::Snapshot(r)))
                 .map_err(bad),
+            FRAME_COUNTERS => decode_counters(&payload)
+                .map(|c| Some(Frame::Counters(c)))
+                .map_err(bad),
             other => Err(bad(format!("unknown frame kind {other}"))),
         }
     }
@@ -224,59 +235,13 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// "Unknown" for a knob in the file.
-const ABSENT: u64 = u64::MAX;
-
-fn encode_round(round: &SnapshotRound) -> Vec<u8> {
-    let mut out = Vec::new();
-    match &round.existing {
-        Some(all) => {
-            out.push(1);
-            out.extend_from_slice(&(all.len() as u32).to_le_bytes());
-            for ns in all {
-                out.extend_from_slice(&ns.to_le_bytes());
-            }
-        }
-        None => {
-            out.push(0);
-            out.extend_from_slice(&0u32.to_le_bytes());
-        }
-    }
-    out.extend_from_slice(&(round.namespaces.len() as u32).to_le_bytes());
-    for snap in &round.namespaces {
-        out.extend_from_slice(&snap.netns.to_le_bytes());
-        out.extend_from_slice(&snap.taken_ns.to_le_bytes());
-        let k = &snap.knobs;
-        for v in [k.max_tw_buckets, k.tw_reuse, k.fin_timeout_s] {
-            out.extend_from_slice(&v.unwrap_or(ABSENT).to_le_bytes());
-        }
-        let (lo, hi) = k.port_range.unwrap_or((0, 0));
-        out.push(u8::from(k.port_range.is_some()));
-        out.extend_from_slice(&lo.to_le_bytes());
-        out.extend_from_slice(&hi.to_le_bytes());
-        out.extend_from_slice(&(snap.sockets.len() as u32).to_le_bytes());
-        for s in &snap.sockets {
-            out.push(s.family.to_kernel());
-            out.push(s.state as u8);
-            out.push(u8::from(s.timewait));
-            out.push(0);
-            out.extend_from_slice(&s.expires_ms.to_le_bytes());
-            out.extend_from_slice(&s.tuple.sport.to_le_bytes());
-            out.extend_from_slice(&s.tuple.dport.to_le_bytes());
-            out.extend_from_slice(&ip_bytes(s.tuple.saddr));
-            out.extend_from_slice(&ip_bytes(s.tuple.daddr));
-        }
-    }
-    out
-}
-
 /// A cursor over a frame's payload.
-struct Bytes<'a> {
-    rest: &'a [u8],
+pub(super) struct Bytes<'a> {
+    pub rest: &'a [u8],
 }
 
 impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.rest.len() < n {
             return Err("snapshot frame shorter than its contents".into());
         }
@@ -284,25 +249,25 @@ impl<'a> Bytes<'a> {
         self.rest = tail;
         Ok(head)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    pub fn u8(&mut self) -> Result<u8, String> {
         Ok(self.array::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
+    pub fn u16(&mut self) -> Result<u16, String> {
         Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    pub fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    pub fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.array()?))
     }
     /// A count of items of `size` bytes each, checked against what is left.
-    fn count(&mut self, size: usize) -> Result<usize, String> {
+    pub fn count(&mut self, size: usize) -> Result<usize, String> {
         let n = self.u32()? as usize;
         if n.saturating_mul(size) > self.rest.len() {
             return Err(format!("{n} items do not fit in the frame"));
@@ -311,77 +276,14 @@ impl<'a> Bytes<'a> {
     }
 }
 
-fn decode_round(payload: &[u8]) -> Result<SnapshotRound, String> {
-    let mut b = Bytes { rest: payload };
-    let complete = b.u8()? != 0;
-    let n = b.count(4)?;
-    let mut existing = Vec::with_capacity(n);
-    for _ in 0..n {
-        existing.push(b.u32()?);
-    }
-    let namespaces_n = b.count(4 + 8 + 24 + 5 + 4)?;
-    let mut namespaces = Vec::with_capacity(namespaces_n);
-    for _ in 0..namespaces_n {
-        let netns = b.u32()?;
-        let taken_ns = b.u64()?;
-        let opt = |v: u64| (v != ABSENT).then_some(v);
-        let max_tw_buckets = opt(b.u64()?);
-        let tw_reuse = opt(b.u64()?);
-        let fin_timeout_s = opt(b.u64()?);
-        let has_range = b.u8()? != 0;
-        let (lo, hi) = (b.u16()?, b.u16()?);
-        let sockets_n = b.count(SOCKET_SIZE)?;
-        let mut sockets = Vec::with_capacity(sockets_n);
-        for _ in 0..sockets_n {
-            let family = Family::from_kernel(b.u8()?).ok_or("unknown address family")?;
-            let state = TcpState::from_kernel(b.u8()?).ok_or("unknown TCP state")?;
-            let timewait = b.u8()? != 0;
-            b.u8()?;
-            let expires_ms = b.u32()?;
-            let sport = b.u16()?;
-            let dport = b.u16()?;
-            let saddr = ip(family, &b.array()?);
-            let daddr = ip(family, &b.array()?);
-            sockets.push(DiagSocket {
-                family,
-                state,
-                timewait,
-                expires_ms,
-                tuple: FourTuple {
-                    saddr,
-                    sport,
-                    daddr,
-                    dport,
-                },
-            });
-        }
-        namespaces.push(NetnsSnapshot {
-            netns,
-            taken_ns,
-            sockets,
-            knobs: Knobs {
-                max_tw_buckets,
-                tw_reuse,
-                port_range: has_range.then_some((lo, hi)),
-                fin_timeout_s,
-            },
-        });
-    }
-    if !b.rest.is_empty() {
-        return Err(format!(
-            "{} bytes left over after the snapshot",
-            b.rest.len()
-        ));
-    }
-    Ok(SnapshotRound {
-        namespaces,
-        existing: complete.then_some(existing),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{
+        hooks::Hook,
+        snapshot::{DiagSocket, Knobs, NetnsSnapshot},
+        tcp::{Family, FourTuple, TcpState},
+    };
 
     /// Length of the opaque event frame the tests write.
     const EVENT: usize = 64;
@@ -440,11 +342,21 @@ mod tests {
         }
     }
 
+    fn counts() -> KernelCounts {
+        let mut c = KernelCounts::default();
+        c.transitions
+            .insert((TcpState::FinWait2, TcpState::Close), 30);
+        c.errors.insert((Hook::SetState, "ringbuf_full"), 2);
+        c.skipped_runs.insert(Hook::TimewaitBirth, 1);
+        c
+    }
+
     fn written() -> Vec<u8> {
         let mut w = Writer::new(Vec::new(), &meta()).unwrap();
         w.event(&[7u8; EVENT]).unwrap();
         w.snapshot(&round()).unwrap();
         w.snapshot(&SnapshotRound::default()).unwrap();
+        w.counters(&counts()).unwrap();
         w.flush().unwrap();
         w.out
     }
@@ -463,6 +375,7 @@ mod tests {
             r.next_frame().unwrap(),
             Some(Frame::Snapshot(SnapshotRound::default()))
         );
+        assert_eq!(r.next_frame().unwrap(), Some(Frame::Counters(counts())));
         assert_eq!(r.next_frame().unwrap(), None);
     }
 
@@ -472,6 +385,7 @@ mod tests {
         let cut = &bytes[..bytes.len() - 3];
         let mut r = Reader::new(cut).unwrap();
         assert!(matches!(r.next_frame(), Ok(Some(Frame::Event(_)))));
+        assert!(matches!(r.next_frame(), Ok(Some(Frame::Snapshot(_)))));
         assert!(matches!(r.next_frame(), Ok(Some(Frame::Snapshot(_)))));
         let err = r.next_frame().unwrap_err();
         assert!(matches!(err, RecordError::Truncated(_)), "{err}");

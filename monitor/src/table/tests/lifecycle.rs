@@ -7,7 +7,7 @@ fn probe_lifecycle_with_attribution_and_lifetime() {
     let mut table = Table::new(Config::default());
     let t = tuple(40000, 80);
     close_with_probes(&mut table, SEC, 0xa0, 0xb0, t, "curl");
-    let entry = *table.get(&k(t)).unwrap();
+    let entry = table.get(&k(t)).unwrap();
     assert_eq!(entry.substate, TcpState::TimeWait);
     assert_eq!(entry.origin, Origin::Probe);
     assert_eq!(entry.expires_ns, SEC + 2 + TIMEWAIT_LEN_NS);
@@ -103,32 +103,11 @@ fn takeovers_are_derived_from_transitions_without_death_probes() {
         ..Config::default()
     });
     let server = tuple(80, 50000);
-    // Server closes first: the derived birth comes from FIN_WAIT2 -> CLOSE.
-    table.apply(&change(
-        SEC,
-        1,
-        server,
-        TcpState::Established,
-        TcpState::FinWait1,
-    ));
-    table.apply(&closer(SEC, 1, server, "nginx"));
-    table.apply(&change(
-        SEC + 1,
-        1,
-        server,
-        TcpState::FinWait1,
-        TcpState::FinWait2,
-    ));
-    // The kernel has released the port when it reports CLOSE.
-    let released = FourTuple { sport: 0, ..server };
-    table.apply(&change(
-        SEC + 2,
-        1,
-        released,
-        TcpState::FinWait2,
-        TcpState::Close,
-    ));
-    let e = *table.get(&k(server)).unwrap();
+    // Server closes first: the derived birth comes from FIN_WAIT2 -> CLOSE,
+    // with the four-tuple the close began with (by CLOSE the kernel has
+    // released the port) and who closed, joined in the kernel.
+    table.apply(&closed(SEC + 2, 1, server, Some("nginx")));
+    let e = table.get(&k(server)).unwrap();
     assert_eq!((e.origin, e.confirmed), (Origin::Transition, false));
     assert_eq!(e.closer.unwrap().comm.as_string(), "nginx");
     // The client comes back from the same port before any snapshot.

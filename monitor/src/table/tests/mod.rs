@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::model::{
     event::{
-        Closer, Comm, ConnectFailure, Death, Segment, SegmentKind, StateChange, Timewait, TwVerdict,
+        Closed, Comm, ConnectFailure, Death, Segment, SegmentKind, StateChange, Timewait, TwVerdict,
     },
     snapshot::{DiagSocket, NetnsSnapshot, SnapshotRound},
     tcp::FourTuple,
@@ -78,6 +78,7 @@ pub(super) fn birth(
         substate,
         timeout_jiffies: jiffies,
         tuple: t,
+        closer: None,
     })
 }
 
@@ -118,20 +119,27 @@ pub(super) fn segment(
     })
 }
 
-pub(super) fn closer(ts: u64, skaddr: u64, t: FourTuple, comm: &str) -> KernelEvent {
-    KernelEvent::Closer(Closer {
+/// The process that closed, as a record names it.
+pub(super) fn process(comm: &str) -> Process {
+    Process {
+        pid: 42,
+        tid: 42,
+        cgroup: 7,
+        comm: Comm::new(comm),
+    }
+}
+
+/// An active close reaching CLOSE from FIN_WAIT2, with the tuple it began
+/// with and who closed (as the kernel joins them).
+pub(super) fn closed(ts: u64, skaddr: u64, t: FourTuple, comm: Option<&str>) -> KernelEvent {
+    KernelEvent::Closed(Closed {
         ts_ns: ts,
         skaddr,
         netns: Some(NS),
         family: Family::Ipv4,
-        sport: t.sport,
-        dport: t.dport,
-        process: Process {
-            pid: 42,
-            tid: 42,
-            cgroup: 7,
-            comm: Comm::new(comm),
-        },
+        tuple: t,
+        from: TcpState::FinWait2,
+        closer: comm.map(process),
     })
 }
 
@@ -160,35 +168,33 @@ pub(super) fn snapshot(taken: u64, tw: &[(FourTuple, TcpState, u32)]) -> Snapsho
     }
 }
 
-/// An active close as the probes report it: the closing process, then the
-/// timewait socket's birth, then the full socket's CLOSE.
+/// An active close as the probes report it: the timewait socket's birth,
+/// with who closed joined in the kernel (which then sends nothing at
+/// CLOSE).
 pub(super) fn close_with_probes(
     table: &mut Table,
     ts: u64,
-    sk: u64,
+    _sk: u64,
     tw: u64,
     t: FourTuple,
     comm: &str,
 ) {
-    table.apply(&change(
-        ts,
-        sk,
-        t,
-        TcpState::Established,
-        TcpState::FinWait1,
-    ));
-    table.apply(&closer(ts, sk, t, comm));
-    table.apply(&change(
-        ts + 1,
-        sk,
-        t,
-        TcpState::FinWait1,
-        TcpState::FinWait2,
-    ));
-    table.apply(&birth(ts + 2, tw, t, TcpState::TimeWait, 0));
-    table.apply(&change(ts + 3, sk, t, TcpState::FinWait2, TcpState::Close));
+    let KernelEvent::TimewaitBirth(born) = birth(ts + 2, tw, t, TcpState::TimeWait, 0) else {
+        unreachable!("birth() makes births")
+    };
+    table.apply(&KernelEvent::TimewaitBirth(Timewait {
+        closer: Some(process(comm)),
+        ..born
+    }));
 }
 
 pub(super) fn population(table: &Table) -> u64 {
     table.summary(20, false).population.values().sum()
+}
+
+impl Table {
+    /// Time passes with nothing to report.
+    pub(super) fn advance_to(&mut self, now_ns: u64) {
+        self.expire_due(now_ns);
+    }
 }

@@ -38,21 +38,7 @@ fn run(steps: &[Step], derive: bool, capacity: usize) -> Table {
         let sk = |slot: u8| 0x1000 + u64::from(slot);
         match s {
             Step::Close(slot) => {
-                table.apply(&change(
-                    ts,
-                    sk(*slot),
-                    t(*slot),
-                    TcpState::Established,
-                    TcpState::FinWait1,
-                ));
-                table.apply(&closer(ts, sk(*slot), t(*slot), "p"));
-                table.apply(&change(
-                    ts,
-                    sk(*slot),
-                    t(*slot),
-                    TcpState::FinWait2,
-                    TcpState::Close,
-                ));
+                table.apply(&closed(ts, sk(*slot), t(*slot), Some("p")));
             }
             Step::Birth(slot, tw) => {
                 let sub = if *tw {

@@ -14,7 +14,7 @@ fn snapshots_confirm_discard_and_end_derived_entries() {
     let killed = tuple(40012, 80);
     for (i, t) in [real, aborted, killed].into_iter().enumerate() {
         let sk = 10 + i as u64;
-        table.apply(&change(SEC, sk, t, TcpState::FinWait2, TcpState::Close));
+        table.apply(&closed(SEC, sk, t, None));
     }
     assert_eq!(population(&table), 3);
     // The dump at 2 s holds two of them: the third was an abort (RST).
@@ -51,7 +51,7 @@ fn snapshots_adopt_what_the_table_missed_and_count_drift() {
         100 * SEC,
         &[(before_start, TcpState::TimeWait, 30_000)],
     ));
-    let e = *table.get(&k(before_start)).unwrap();
+    let e = table.get(&k(before_start)).unwrap();
     assert_eq!(e.origin, Origin::Snapshot);
     assert_eq!(e.born_ns, 70 * SEC);
     assert_eq!(e.expires_ns, 130 * SEC);
@@ -98,7 +98,7 @@ fn a_probe_birth_after_adoption_is_the_same_socket() {
     table.reconcile(&snapshot(SEC, &[]));
     table.reconcile(&snapshot(2 * SEC, &[(t, TcpState::TimeWait, 60_000)]));
     table.apply(&birth(2 * SEC - 5, 8, t, TcpState::TimeWait, 0));
-    let e = *table.get(&k(t)).unwrap();
+    let e = table.get(&k(t)).unwrap();
     assert_eq!(
         (e.origin, e.skaddr, e.born_ns),
         (Origin::Probe, 8, 2 * SEC - 5)
@@ -117,26 +117,12 @@ fn a_transition_arriving_after_adoption_explains_the_socket() {
     });
     let t = tuple(40032, 80);
     table.reconcile(&snapshot(SEC, &[]));
-    table.apply(&change(
-        2 * SEC,
-        9,
-        t,
-        TcpState::Established,
-        TcpState::FinWait1,
-    ));
-    table.apply(&closer(2 * SEC, 9, t, "curl"));
-    // The dump saw the timewait socket before the CLOSE event was drained
+    // The dump saw the timewait socket before the CLOSE record was drained
     // (a stalled producer in the ring holds later records back).
     table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
     assert_eq!(table.get(&k(t)).unwrap().origin, Origin::Snapshot);
-    table.apply(&change(
-        2 * SEC + 5,
-        9,
-        t,
-        TcpState::FinWait2,
-        TcpState::Close,
-    ));
-    let e = *table.get(&k(t)).unwrap();
+    table.apply(&closed(2 * SEC + 5, 9, t, Some("curl")));
+    let e = table.get(&k(t)).unwrap();
     assert_eq!((e.origin, e.born_ns), (Origin::Transition, 2 * SEC + 5));
     assert_eq!(e.closer.unwrap().comm.as_string(), "curl");
     assert_eq!(e.expires_ns, 62 * SEC);
@@ -148,24 +134,16 @@ fn a_transition_arriving_after_adoption_explains_the_socket() {
 
 #[test]
 fn an_adopted_socket_gets_the_closer_its_lost_birth_would_have_carried() {
-    // Probe mode: the birth's kprobe run was skipped (counted lost), the
-    // transitions and the closer arrived.
+    // Probe mode: the birth's kprobe run was skipped (counted lost).
     let mut table = Table::new(Config::default());
     let t = tuple(40033, 80);
     table.reconcile(&snapshot(SEC, &[]));
-    let (established, fin_wait1) = (TcpState::Established, TcpState::FinWait1);
-    table.apply(&change(2 * SEC, 9, t, established, fin_wait1));
-    table.apply(&closer(2 * SEC, 9, t, "curl"));
-    table.apply(&change(
-        2 * SEC + 5,
-        9,
-        t,
-        TcpState::FinWait2,
-        TcpState::Close,
-    ));
+    // The birth's run was skipped, so the kernel's closing map still held
+    // the close at CLOSE, and it sent it.
+    table.apply(&closed(2 * SEC + 5, 9, t, Some("curl")));
     assert!(table.get(&k(t)).is_none());
     table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
-    let e = *table.get(&k(t)).unwrap();
+    let e = table.get(&k(t)).unwrap();
     assert_eq!(e.origin, Origin::Snapshot);
     assert_eq!(e.closer.unwrap().comm.as_string(), "curl");
     assert_eq!(
@@ -175,15 +153,53 @@ fn an_adopted_socket_gets_the_closer_its_lost_birth_would_have_carried() {
 }
 
 #[test]
-fn an_aborted_connection_leaves_no_closer_behind() {
+fn without_a_death_probe_the_timer_ends_entries_between_snapshots() {
+    let mut table = Table::new(Config {
+        derive_births: true,
+        derive_deaths: true,
+        hz: 250,
+        ..Config::default()
+    });
+    let old = tuple(40020, 80);
+    let young = tuple(40021, 80);
+    table.apply(&closed(SEC, 1, old, None));
+    table.apply(&closed(30 * SEC, 2, young, None));
+    table.reconcile(&snapshot(
+        31 * SEC,
+        &[
+            (old, TcpState::TimeWait, 30_000),
+            (young, TcpState::TimeWait, 59_000),
+        ],
+    ));
+    // `old` is due at 61 s; its timer may fire up to 513 jiffies late.
+    table.advance_to(62 * SEC);
+    assert_eq!(population(&table), 2, "not surely dead yet");
+    table.advance_to(61 * SEC + 513 * 4_000_000);
+    assert_eq!(population(&table), 1);
+    let s = table.summary(20, false);
+    assert_eq!(s.exited.get(&(DeathCause::Expired, true)), Some(&1));
+    assert!(table.get(&k(old)).is_none() && table.get(&k(young)).is_some());
+    // A later dump that still lists `old` as overdue does not bring it
+    // back; nor does one begun before it was ended.
+    table.reconcile(&snapshot(
+        64 * SEC,
+        &[
+            (old, TcpState::TimeWait, 0),
+            (young, TcpState::TimeWait, 26_000),
+        ],
+    ));
+    assert!(table.get(&k(old)).is_none());
+    assert_eq!(table.summary(20, false).drift, Drift::default());
+    // `young` goes at 90 s + slack, with nothing else happening.
+    table.advance_to(93 * SEC);
+    assert!(table.is_empty());
+}
+
+#[test]
+fn with_a_death_probe_the_timer_ends_nothing() {
     let mut table = Table::new(Config::default());
-    let t = tuple(40034, 80);
-    table.reconcile(&snapshot(SEC, &[]));
-    let (established, fin_wait1) = (TcpState::Established, TcpState::FinWait1);
-    table.apply(&change(2 * SEC, 9, t, established, fin_wait1));
-    table.apply(&closer(2 * SEC, 9, t, "curl"));
-    // An RST in FIN_WAIT1: no timewait socket.
-    table.apply(&change(2 * SEC + 5, 9, t, fin_wait1, TcpState::Close));
-    table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
-    assert_eq!(table.get(&k(t)).unwrap().closer, None);
+    let t = tuple(40022, 80);
+    table.apply(&birth(SEC, 1, t, TcpState::TimeWait, 0));
+    table.advance_to(600 * SEC);
+    assert_eq!(population(&table), 1);
 }
