@@ -33,7 +33,7 @@ pub struct Slot {
 }
 
 /// A power of two.
-const SLOTS: u32 = 16384;
+const SLOTS: u32 = 65536;
 const SLOT_BITS: u32 = SLOTS.trailing_zeros();
 
 #[map]

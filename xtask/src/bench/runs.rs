@@ -142,7 +142,7 @@ fn churn(bins: &Bins, ns: &Netns, args: &[&str]) -> Result<Churn> {
 }
 
 fn overhead(bins: &Bins, plan: &Plan, threads: usize, out: &Path) -> Result<Overhead> {
-    let ns = Netns::new(&format!("twmon-bench-{threads}t"))?;
+    let name = format!("twmon-bench-{threads}t");
     let (t, s) = (threads.to_string(), plan.seconds.to_string());
     let args = ["--threads", t.as_str(), "--seconds", s.as_str()];
     let mut series = Overhead {
@@ -154,6 +154,10 @@ fn overhead(bins: &Bins, plan: &Plan, threads: usize, out: &Path) -> Result<Over
         // The order alternates, so a drift over the series (the timewait
         // population grows) weighs on both sides alike.
         for with in [i % 2 == 1, i % 2 == 0] {
+            // Each run in a namespace of its own: the timewait sockets an
+            // earlier run left (60 s of them) slow the kernel's port search
+            // and grow what twmon dumps, so runs would not compare.
+            let ns = Netns::new(&name)?;
             if with {
                 let twmon = daemon::twmon(&bins.twmon, &out.join("twmon-overhead.log"), &[])?;
                 let cpu0 = cpu_time(twmon.pid())?;
@@ -163,6 +167,10 @@ fn overhead(bins: &Bins, plan: &Plan, threads: usize, out: &Path) -> Result<Over
             } else {
                 pair.without = churn(bins, &ns, &args)?;
             }
+            drop(ns);
+            // Deleting the namespace frees its timewait sockets in a kernel
+            // worker: let that finish before the next run.
+            thread::sleep(Duration::from_secs(2));
         }
         eprintln!(
             "xtask: bench: {threads} thread(s), pair {}: {:.0}/s without, {:.0}/s with, ratio {:.3}",
