@@ -16,6 +16,16 @@ use testkit::{Daemon, TestNetns, client_closes_first, require_root, sample, try_
 
 use crate::util::{Pki, TWMON, tls_and_auth_yaml};
 
+/// `text` percent-encoded for a URL query.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
@@ -33,19 +43,24 @@ fn run_ok(cmd: &mut Command) -> String {
 
 #[test]
 #[ignore = "needs promtool (cargo xtask setup installs Debian's prometheus)"]
-fn alert_rules_pass_their_promtool_tests() {
+fn alert_and_recording_rules_pass_their_promtool_tests() {
     let dir = deploy().join("prometheus");
-    run_ok(
-        Command::new("promtool")
-            .current_dir(&dir)
-            .args(["check", "rules", "twmon-alerts.yml"]),
-    );
-    let out = run_ok(Command::new("promtool").current_dir(&dir).args([
-        "test",
+    run_ok(Command::new("promtool").current_dir(&dir).args([
+        "check",
         "rules",
-        "twmon-alerts.test.yml",
+        "--lint=all",
+        "--lint-fatal",
+        "twmon-alerts.yml",
+        "twmon-rules.yml",
     ]));
-    assert!(out.contains("SUCCESS"), "{out}");
+    for tests in ["twmon-alerts.test.yml", "twmon-rules.test.yml"] {
+        let out = run_ok(
+            Command::new("promtool")
+                .current_dir(&dir)
+                .args(["test", "rules", tests]),
+        );
+        assert!(out.contains("SUCCESS"), "{tests}: {out}");
+    }
 }
 
 #[test]
@@ -77,7 +92,7 @@ fn systemd_unit_verifies() {
 }
 
 /// A Prometheus server on loopback, killed on drop.
-struct Prometheus {
+pub struct Prometheus {
     child: Child,
     addr: SocketAddr,
     dir: PathBuf,
@@ -93,7 +108,7 @@ impl Prometheus {
     }
 
     /// `jobs` are entries of scrape_configs; `tag` names the data dir.
-    fn start_with(tag: &str, jobs: &str) -> Prometheus {
+    pub fn start_with(tag: &str, jobs: &str) -> Prometheus {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -104,9 +119,10 @@ impl Prometheus {
         fs::create_dir_all(&dir).expect("temp dir");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {rules}\n\
+             rule_files:\n  - {alerts}\n  - {rules}\n\
              scrape_configs:\n{jobs}",
-            rules = deploy().join("prometheus/twmon-alerts.yml").display()
+            alerts = deploy().join("prometheus/twmon-alerts.yml").display(),
+            rules = deploy().join("prometheus/twmon-rules.yml").display()
         );
         fs::write(dir.join("prometheus.yml"), config).expect("config");
         let child = Command::new("prometheus")
@@ -128,21 +144,7 @@ impl Prometheus {
 
     /// Value of an instant query that returns one sample.
     fn query(&self, promql: &str) -> Option<f64> {
-        let encoded: String = promql
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let (status, _, body) =
-            try_http_get(self.addr, &format!("/api/v1/query?query={encoded}")).ok()?;
-        if !status.contains("200") {
-            return None;
-        }
-        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let json = self.api(&format!("/api/v1/query?query={}", encode(promql)))?;
         let result = json["data"]["result"].as_array()?;
         let [one] = result.as_slice() else {
             return None;
@@ -150,7 +152,35 @@ impl Prometheus {
         one["value"][1].as_str()?.parse().ok()
     }
 
-    fn wait_for(&self, promql: &str, want: impl Fn(f64) -> bool) -> f64 {
+    /// A GET of the HTTP API, its JSON if it answered 200.
+    pub fn api(&self, path: &str) -> Option<serde_json::Value> {
+        let (status, _, body) = try_http_get(self.addr, path).ok()?;
+        if !status.contains("200") {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// How many series a range query over the last two minutes returns,
+    /// or Prometheus's error.
+    pub fn query_range(&self, promql: &str) -> Result<usize, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={now}&step=1",
+            encode(promql),
+            now - 120
+        );
+        let (_, _, body) = try_http_get(self.addr, &path).map_err(|e| e.to_string())?;
+        let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if json["status"] != "success" {
+            return Err(json["error"].to_string());
+        }
+        Ok(json["data"]["result"].as_array().map_or(0, Vec::len))
+    }
+
+    pub fn wait_for(&self, promql: &str, want: impl Fn(f64) -> bool) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(v) = self.query(promql)

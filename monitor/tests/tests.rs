@@ -4,7 +4,10 @@
 
 mod util;
 
+mod container;
 mod dashboards;
+mod dashboards_live;
+mod deploy;
 mod e2e;
 mod hazards;
 mod http_server;

@@ -4,6 +4,7 @@
 //! first, so each is a single command on a machine that has only rustup.
 
 mod bench;
+mod image;
 mod kernels;
 mod setup;
 mod tasks;
@@ -41,6 +42,9 @@ enum Command {
         #[arg(long, value_name = "SCENARIO")]
         only: Option<String>,
     },
+    /// Build the container image (static musl twmon, FROM scratch) with
+    /// Podman, as localhost/twmon:VERSION.
+    Image,
     /// Measure what twmon costs the host (throughput with and without it,
     /// lost events, idle CPU and memory at 100k and 1M timewait sockets,
     /// scrape time against node_exporter and ss); writes bench/results.md.
@@ -58,6 +62,7 @@ fn main() {
         Command::Setup => setup::run(),
         Command::Run { args } => tasks::run(&args),
         Command::Test => tasks::test(),
+        Command::Image => setup::run().and_then(|()| image::build()).map(|_| ()),
         Command::Bench { quick } => bench::bench(quick),
         Command::VmTest { only } => setup::run()
             .and_then(|()| vm::vm_test(only.as_deref()))

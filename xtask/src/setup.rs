@@ -31,7 +31,20 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("x86_64-linux-musl-gcc", "musl-tools"),
     // `twmon top` is tested in a real terminal.
     ("tmux", "tmux"),
+    // The container image: built and run the way the DaemonSet runs it.
+    // crun refuses hybrid cgroup hosts; runc does not.
+    ("podman", "podman"),
+    ("runc", "runc"),
+    // Renders deploy/kubernetes (kustomize is built in).
+    ("kubectl", "kubectl"),
+    // A venv for kubernetes-validate.
+    ("virtualenv", "python3-virtualenv"),
 ];
+
+/// The Kubernetes API schema validator the manifests are checked with
+/// (PyPI; it bundles the schemas of Kubernetes 1.25 to 1.37, so the tests
+/// need no network).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 pub fn run() -> Result<()> {
     let sysroot = nightly_toolchain()?;
@@ -39,6 +52,7 @@ pub fn run() -> Result<()> {
     musl_target()?;
     bpf_linker(&sysroot)?;
     debian_packages()?;
+    kubernetes_validate()?;
     eprintln!("xtask: setup complete");
     Ok(())
 }
@@ -209,6 +223,41 @@ fn debian_packages() -> Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     install_debian(&missing)
+}
+
+/// Builds static (musl) release binaries, given as (package, bin) pairs;
+/// returns the directory they are in.
+pub fn build_static(bins: &[(&str, &str)]) -> Result<PathBuf> {
+    let root = workspace_root();
+    let mut cmd = crate::util::cargo();
+    cmd.current_dir(&root)
+        .args(["build", "--release", "--target", MUSL_TARGET]);
+    for (package, bin) in bins {
+        cmd.args(["--package", package, "--bin", bin]);
+    }
+    sh(&mut cmd)?;
+    Ok(root.join("target").join(MUSL_TARGET).join("release"))
+}
+
+/// kubernetes-validate in its own virtualenv under .tools/.
+fn kubernetes_validate() -> Result<()> {
+    let venv = workspace_root().join(".tools/kubernetes-validate");
+    let bin = venv.join("bin/kubernetes-validate");
+    if bin.is_file() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing {KUBERNETES_VALIDATE} into {}",
+        venv.display()
+    );
+    sh(Command::new("virtualenv").arg("-q").arg(&venv))?;
+    sh(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        KUBERNETES_VALIDATE,
+    ]))
+    .context("installing kubernetes-validate from PyPI")
 }
 
 /// Installs Debian packages by name (root only), deduplicated.

@@ -62,8 +62,11 @@ pub fn test() -> Result<()> {
         "`cargo xtask test` runs tests that load eBPF programs and create network \
          namespaces: run it as root (e.g. `sudo -E cargo xtask test`)"
     );
+    // The container test runs the image the way the DaemonSet does.
+    let image = crate::image::build()?;
     let mut cmd = cargo();
     cmd.current_dir(&root)
+        .env("TWMON_IMAGE", &image)
         .args(["test", "--", "--include-ignored"]);
     let mut totals = run_tests(&mut cmd)?;
     // The same scenarios on a real 6.1 kernel with kprobes and fentry.

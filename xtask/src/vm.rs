@@ -19,8 +19,8 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     kernels::{self, KERNELS, Kernel},
-    setup::{self, MUSL_TARGET},
-    util::{cargo, on_path, output, run as sh, workspace_root},
+    setup,
+    util::{on_path, output, workspace_root},
 };
 
 /// Generous: a TCG boot takes seconds, but CI machines may be slow.
@@ -101,24 +101,7 @@ struct GuestBinaries {
 }
 
 fn build_guest_binaries() -> Result<GuestBinaries> {
-    sh(cargo().current_dir(workspace_root()).args([
-        "build",
-        "--release",
-        "--target",
-        MUSL_TARGET,
-        "--package",
-        "monitor",
-        "--bin",
-        "twmon",
-        "--package",
-        "vmtest",
-        "--bin",
-        "twmon-vmtest",
-    ]))?;
-    let dir = workspace_root()
-        .join("target")
-        .join(MUSL_TARGET)
-        .join("release");
+    let dir = setup::build_static(&[("monitor", "twmon"), ("vmtest", "twmon-vmtest")])?;
     Ok(GuestBinaries {
         twmon: dir.join("twmon"),
         vmtest: dir.join("twmon-vmtest"),
