@@ -495,7 +495,8 @@ fn top_shows_the_population_and_closers_and_survives_the_daemon() {
     // picked up (it adopts the sockets from its first snapshot).
     let mut cmd = Command::new(TWMON);
     cmd.args(["run", "--listen", &daemon_addr.to_string()])
-        .args(["--netns", &ns.path(), "--snapshot-interval", "200ms"]);
+        .args(["--netns", &ns.path(), "--snapshot-interval", "200ms"])
+        .args(["--snapshot-cpu-percent", "100"]);
     let again = Daemon::start_cmd(cmd);
     tmux.wait_for_screen("the new daemon on screen", |s| s.contains(&population));
     stop(again);
@@ -537,7 +538,8 @@ fn replay_rebuilds_the_recorded_table() {
     let file = TempFile::new("recording");
     let mut cmd = Command::new(TWMON);
     cmd.args(["record", file.path(), "--listen", "127.0.0.1:0"])
-        .args(["--netns", &ns.path(), "--snapshot-interval", "200ms"]);
+        .args(["--netns", &ns.path(), "--snapshot-interval", "200ms"])
+        .args(["--snapshot-cpu-percent", "100"]);
     let daemon = Daemon::start_cmd(cmd);
     let (_, comm, expected) = timewait_workload(&ns);
     let live = wait_for_table(&daemon, &expected);

@@ -150,7 +150,12 @@ impl Daemon {
     /// comes from its log.
     pub fn start(bin: &Path, args: &[&str]) -> Daemon {
         let mut cmd = Command::new(bin);
-        cmd.args(["run", "--listen", "127.0.0.1:0"]).args(args);
+        // Tests count on snapshots every --snapshot-interval: no CPU budget
+        // stretching it (on a loaded machine, or under QEMU's emulation, a
+        // small dump can cost more than 1 % of a core over 200 ms).
+        cmd.args(["run", "--listen", "127.0.0.1:0"])
+            .args(["--snapshot-cpu-percent", "100"])
+            .args(args);
         Daemon::start_cmd(cmd)
     }
 
@@ -549,6 +554,75 @@ pub fn syn_into_server_timewait(listen: SocketAddr) -> bool {
         }
     }
     false
+}
+
+/// A socket bound to `local` without SO_REUSEADDR (std's listeners set it
+/// on Unix): the errno of the bind, if it failed, and the socket.
+fn bind_plain(local: SocketAddr) -> (Option<i32>, socket2::Socket) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(local), Type::STREAM, None).expect("socket");
+    let err = s.bind(&local.into()).err().and_then(|e| e.raw_os_error());
+    (err, s)
+}
+
+/// The oldest TIME_WAIT symptom, client side: a client binds a port,
+/// connects, closes first (its four-tuple stays in TIME_WAIT), then binds
+/// the same address and port again. Returns the second bind's errno
+/// (EADDRINUSE, with or without SO_REUSEADDR on the new socket, since the
+/// old one did not set it) and the port.
+pub fn rebind_a_port_in_timewait(listen: SocketAddr) -> (Option<i32>, u16) {
+    let listener = TcpListener::bind(listen).expect("bind listener");
+    let server = listener.local_addr().expect("listener address");
+    let (err, client) = bind_plain(SocketAddr::new(listen.ip(), 0));
+    assert_eq!(err, None, "binding the first client");
+    let local = client
+        .local_addr()
+        .expect("local")
+        .as_socket()
+        .expect("inet");
+    client.connect(&server.into()).expect("connect");
+    let (mut conn, _) = listener.accept().expect("accept");
+    drop(client); // the client closes first and keeps the TIME_WAIT
+    let mut buf = [0u8; 16];
+    while conn.read(&mut buf).expect("read EOF") > 0 {}
+    drop(conn);
+    thread::sleep(Duration::from_millis(50));
+    let (err, _again) = bind_plain(local);
+    (err, local.port())
+}
+
+/// The same, server side: a server without SO_REUSEADDR closes a
+/// connection first (the server's port stays in TIME_WAIT), stops, and is
+/// started again on its port. Returns the restart's bind errno and the
+/// port.
+pub fn restart_a_server_without_reuseaddr(listen: SocketAddr) -> (Option<i32>, u16) {
+    let (err, server) = bind_plain(listen);
+    assert_eq!(err, None, "binding the first server");
+    server.listen(16).expect("listen");
+    let addr = server
+        .local_addr()
+        .expect("local")
+        .as_socket()
+        .expect("inet");
+    let mut client = TcpStream::connect(addr).expect("connect");
+    let (conn, _) = server.accept().expect("accept");
+    drop(conn); // the server closes first
+    let mut buf = [0u8; 16];
+    while client.read(&mut buf).expect("read EOF") > 0 {}
+    drop(client);
+    drop(server);
+    thread::sleep(Duration::from_millis(50));
+    let (err, _again) = bind_plain(addr);
+    (err, addr.port())
+}
+
+/// A bind refused because a live listener holds the port: its errno and
+/// the port.
+pub fn bind_a_port_a_listener_holds(listen: SocketAddr) -> (Option<i32>, u16) {
+    let listener = TcpListener::bind(listen).expect("bind listener");
+    let addr = listener.local_addr().expect("address");
+    let (err, _again) = bind_plain(addr);
+    (err, addr.port())
 }
 
 /// A client socket bound to `local` with SO_REUSEADDR, so a port whose
