@@ -216,30 +216,79 @@ async fn a_client_that_never_finishes_its_head_is_dropped() {
     assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
 }
 
+/// A connection to `server` from loopback address 127.0.0.`last`.
+async fn connect_from(last: u8, server: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, last], 0)))
+        .expect("bind a loopback address");
+    socket.connect(server).await.expect("connect")
+}
+
 #[tokio::test]
-async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+async fn a_client_over_its_share_crowds_out_only_itself() {
     let server = start(Limits {
-        max_connections: 2,
+        max_per_client: 2,
+        max_connections: 4,
         ..Limits::default()
     })
     .await;
-    let first = TcpStream::connect(server.addr).await.expect("connect");
-    let _second = TcpStream::connect(server.addr).await.expect("connect");
-    let mut third = TcpStream::connect(server.addr).await.expect("connect");
+    let mut oldest = connect_from(1, server.addr).await;
+    let _second = connect_from(1, server.addr).await;
+    // Its third takes the place of its oldest, which is closed.
+    let mut third = connect_from(1, server.addr).await;
     third
         .write_all(&get_request("/healthz"))
         .await
         .expect("write");
-    assert_eq!(
-        read_to_close(&mut third, Duration::from_millis(500)).await,
-        None,
-        "the third connection was served while two held both slots"
-    );
-    drop(first);
     let got = read_to_close(&mut third, Duration::from_secs(5))
         .await
-        .expect("not served after a slot was freed");
+        .expect("the newest connection served");
     assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert_eq!(
+        read_to_close(&mut oldest, Duration::from_secs(5)).await,
+        Some(String::new()),
+        "the oldest connection was not closed"
+    );
+    // Another client is not affected.
+    let mut other = connect_from(2, server.addr).await;
+    other
+        .write_all(&get_request("/healthz"))
+        .await
+        .expect("write");
+    let got = read_to_close(&mut other, Duration::from_secs(5))
+        .await
+        .expect("another client served");
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+}
+
+#[tokio::test]
+async fn when_full_a_new_client_takes_the_place_of_the_greediest() {
+    let server = start(Limits {
+        max_per_client: 8,
+        max_connections: 3,
+        ..Limits::default()
+    })
+    .await;
+    let mut oldest = connect_from(1, server.addr).await;
+    let _b = connect_from(1, server.addr).await;
+    let _c = connect_from(1, server.addr).await;
+    // Let the server take all three before the newcomer comes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut newcomer = connect_from(2, server.addr).await;
+    newcomer
+        .write_all(&get_request("/healthz"))
+        .await
+        .expect("write");
+    let got = read_to_close(&mut newcomer, Duration::from_secs(5))
+        .await
+        .expect("the newcomer served");
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert_eq!(
+        read_to_close(&mut oldest, Duration::from_secs(5)).await,
+        Some(String::new()),
+        "the greediest client's oldest connection was not closed"
+    );
 }
 
 #[tokio::test]
@@ -285,11 +334,18 @@ async fn a_client_that_stops_reading_frees_its_slot() {
         .write_all(&get_request("/big"))
         .await
         .expect("write");
-    let started = Instant::now();
-    // Only served once the stalled connection was dropped by the server.
+    // While it holds the only slot, a newcomer holding no more than it
+    // does is turned away.
+    let response = exchange(server.addr, &get_request("/healthz")).await;
+    assert_eq!(
+        response, "",
+        "served while the stalled client held the slot"
+    );
+    // Once its write has stalled past the timeout, the server drops it and
+    // the slot is free again.
+    tokio::time::sleep(Duration::from_millis(900)).await;
     let response = exchange(server.addr, &get_request("/healthz")).await;
     assert_eq!(status(&response), "HTTP/1.1 200 OK");
-    assert!(started.elapsed() >= Duration::from_millis(300));
     drop(stalled);
 }
 
@@ -584,4 +640,84 @@ fn the_shipped_example_web_config_loads_once_filled_in() {
     let filled = text.replace("REPLACE_WITH_A_BCRYPT_HASH", &format!("'{hash}'"));
     let web = WebConfig::load(&pki.config(&filled)).expect("example with a hash");
     assert!(web.tls.is_some() && web.auth.is_some());
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// One scrape from `from` (a loopback address), and how long it took.
+fn timed_scrape(from: [u8; 4], server: SocketAddr) -> (String, Duration) {
+    use std::io::{Read as _, Write as _};
+    let start = Instant::now();
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((from, 0)).into())
+        .expect("bind");
+    socket.connect(&server.into()).expect("connect");
+    let mut stream = std::net::TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: twmon\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    (out, start.elapsed())
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_thousand_hostile_connections_do_not_keep_a_scrape_out() {
+    use std::io::Write as _;
+    testkit::require_root();
+    // Room for the flood's sockets in this process.
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 8192, 8192)
+        .expect("raising RLIMIT_NOFILE");
+    let ns = testkit::TestNetns::new("hostile");
+    let daemon = testkit::Daemon::start(Path::new(TWMON), &["--netns", &ns.path()]);
+    let before = rss(daemon.child.id());
+    // A thousand connections from one address: idle, stalled mid-head, and
+    // sending a request without ever reading the answer.
+    let mut flood = Vec::new();
+    for i in 0..1000 {
+        let mut s = std::net::TcpStream::connect(daemon.addr).expect("connect");
+        match i % 3 {
+            0 => {}
+            1 => s
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: tw")
+                .expect("write"),
+            _ => s
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: twmon\r\n\r\n")
+                .expect("write"),
+        }
+        flood.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = rss(daemon.child.id());
+    // Another address, and the flood's own: both are answered promptly
+    // (before per-client shares, this took the 10 s head timeout).
+    for from in [[127, 0, 0, 2], [127, 0, 0, 1]] {
+        let (answer, took) = timed_scrape(from, daemon.addr);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK"),
+            "from {from:?}: {answer:.200}"
+        );
+        assert!(took < Duration::from_secs(1), "from {from:?}: {took:?}");
+    }
+    // A connection holds a task and hyper's buffers: 16 of them (the
+    // share of one address) stay well under 8 MiB.
+    assert!(
+        during.saturating_sub(before) < 8 << 20,
+        "resident memory grew from {before} to {during} bytes"
+    );
+    drop(flood);
 }

@@ -2,9 +2,15 @@
 //! `axum::serve`, so that every connection is bounded (count, header size,
 //! time) and every request passes the same checks before any route sees it.
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{Arc, PoisonError},
+    time::Duration,
+};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use axum::{
     Router,
     body::HttpBody as _,
@@ -21,21 +27,29 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    sync::watch,
     task::JoinSet,
 };
 use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::{auth::BasicAuth, config::WebConfig};
+use super::{
+    auth::BasicAuth,
+    clients::{Clients, Full, Place},
+    config::WebConfig,
+};
 
 /// What one client may cost us. The defaults suit a scrape endpoint: small
 /// requests, small fast responses, a handful of scrapers.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Connections served at once (at least 1); more wait in the kernel's
-    /// accept queue until one closes.
+    /// Connections served at once (at least 1). When full, a new client
+    /// takes the oldest connection of the client holding the most (see
+    /// `clients`); when no client holds more than one, it is refused.
     pub max_connections: usize,
+    /// Connections one client address may hold; another one takes the
+    /// place of its oldest.
+    pub max_per_client: usize,
     /// Longest wait for a request's head (and the TLS handshake). hyper
     /// starts this clock whenever it waits for a head, so it also closes
     /// idle keep-alive connections.
@@ -57,7 +71,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_connections: 64,
+            max_connections: 512,
+            max_per_client: 16,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
@@ -83,19 +98,13 @@ pub async fn serve(
 ) -> Result<()> {
     let app = guarded(app, &web, limits);
     let tls = web.tls.map(TlsAcceptor::from);
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let clients = Clients::shared();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        // The permit is taken before accepting: extra clients wait in the
-        // kernel's queue, costing us neither a task nor memory.
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => {
-                permit.context("connection limit semaphore closed")?
-            }
-        };
+        // Always accepting: waiting for a free slot before accept() would
+        // let whoever holds the slots keep everyone else out.
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -113,15 +122,32 @@ pub async fn serve(
             },
         };
         while connections.try_join_next().is_some() {}
-        connections.spawn(connection(
+        // Held while spawning, so the task cannot end (and release its
+        // place) before its abort handle is attached.
+        let mut held = clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = match held.admit(peer.ip(), limits.max_per_client, limits.max_connections) {
+            Ok(id) => id,
+            Err(Full) => {
+                drop(held);
+                log::warn!("{peer}: every connection is taken, one per client; closed");
+                continue;
+            }
+        };
+        let place = Place {
+            clients: clients.clone(),
+            ip: peer.ip(),
+            id,
+        };
+        let handle = connections.spawn(connection(
             stream,
             peer,
             app.clone(),
             tls.clone(),
             limits,
             stop_rx.clone(),
-            permit,
+            place,
         ));
+        held.attach(peer.ip(), id, handle);
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -147,7 +173,8 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
-/// One client connection; the permit frees its slot when this returns.
+/// One client connection; its place is freed when this returns or is
+/// aborted.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -155,7 +182,7 @@ async fn connection(
     tls: Option<TlsAcceptor>,
     limits: Limits,
     stop: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _place: Place,
 ) {
     let result = match tls {
         None => serve_http(with_write_timeout(stream, limits), app, limits, stop).await,
