@@ -9,6 +9,7 @@ mod dashboards;
 mod dashboards_live;
 mod deploy;
 mod e2e;
+mod faults;
 mod hazards;
 mod http_server;
 mod layers;

@@ -37,6 +37,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     // Renders deploy/kubernetes (kustomize is built in).
     ("kubectl", "kubectl"),
+    // Lists what BPF objects the kernel holds (the SIGKILL test).
+    ("bpftool", "bpftool"),
     // A venv for kubernetes-validate.
     ("virtualenv", "python3-virtualenv"),
 ];
