@@ -21,13 +21,16 @@ pub enum Hook {
     TimewaitDeath = 5,
     /// Timewait sockets freed by a namespace's teardown.
     TimewaitPurge = 6,
+    /// `bind()` failing with EADDRINUSE (syscall tracepoints).
+    BindEaddrinuse = 7,
 }
 
 impl Hook {
     /// Every hook, in the order `twmon check` lists them.
-    pub const ALL: [Hook; 7] = [
+    pub const ALL: [Hook; 8] = [
         Hook::SetState,
         Hook::ConnectEaddrnotavail,
+        Hook::BindEaddrinuse,
         Hook::TimewaitResetSent,
         Hook::TimewaitBirth,
         Hook::TimewaitSegments,
@@ -47,6 +50,7 @@ impl Hook {
             Hook::TimewaitSegments => "timewait_segments",
             Hook::TimewaitDeath => "timewait_death",
             Hook::TimewaitPurge => "timewait_purge",
+            Hook::BindEaddrinuse => "bind_eaddrinuse",
         }
     }
 

@@ -39,6 +39,9 @@ pub mod programs {
     // connect
     pub const SYS_ENTER_CONNECT: &str = "sys_enter_connect";
     pub const SYS_EXIT_CONNECT: &str = "sys_exit_connect";
+    // bind
+    pub const SYS_ENTER_BIND: &str = "sys_enter_bind";
+    pub const SYS_EXIT_BIND: &str = "sys_exit_bind";
     // reset
     pub const TCP_SEND_RESET: &str = "tcp_send_reset";
     // timewait: births
@@ -76,6 +79,8 @@ pub mod programs {
         SET_STATE_TP,
         SYS_ENTER_CONNECT,
         SYS_EXIT_CONNECT,
+        SYS_ENTER_BIND,
+        SYS_EXIT_BIND,
         TCP_SEND_RESET,
         TCP_TIME_WAIT_FENTRY,
         TCP_TIME_WAIT_KPROBE,

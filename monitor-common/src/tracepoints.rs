@@ -35,6 +35,16 @@ pub mod set_state_tp {
 }
 
 /// `syscalls:sys_enter_connect` and `syscalls:sys_exit_connect`.
+/// `syscalls:sys_enter_bind` / `sys_exit_bind`, the same layout on 5.10
+/// to 6.18.
+pub mod bind_tp {
+    pub const UMYADDR: usize = 24;
+    pub const RET: usize = 16;
+    pub const ENTER_FIELDS: &[(&str, usize, usize)] =
+        &[("fd", 16, 8), ("umyaddr", UMYADDR, 8), ("addrlen", 32, 8)];
+    pub const EXIT_FIELDS: &[(&str, usize, usize)] = &[("ret", RET, 8)];
+}
+
 pub mod connect_tp {
     pub const USERVADDR: usize = 24;
     pub const RET: usize = 16;

@@ -5,8 +5,8 @@
 use monitor_common::{
     counters::{self, transition_slot},
     record::{
-        Closed, ConnectFailure, Process, Record, ResetSent, Stamp, StateChange, Tuple, TwAlloc,
-        TwDeath, TwSegment, UnpackError, Wire, cause, ipv4, kind, unpack,
+        BindRefused, Closed, ConnectFailure, Process, Record, ResetSent, Stamp, StateChange, Tuple,
+        TwAlloc, TwDeath, TwSegment, UnpackError, Wire, cause, ipv4, kind, unpack,
     },
     tcp::{family, flags, state, verdict},
 };
@@ -58,12 +58,8 @@ fn every_record() -> Vec<Record> {
             state::TIME_WAIT,
             verdict::ACK,
         )),
-        Record::ConnectFailure(ConnectFailure::new(
-            AT,
-            (1234 << 32) | 1235,
-            ipv4([192, 0, 2, 1]),
-            80,
-        )),
+        Record::ConnectFailure(ConnectFailure::new(AT, curl(), ipv4([192, 0, 2, 1]), 80)),
+        Record::BindRefused(BindRefused::new(AT, curl(), ipv4([192, 0, 2, 7]), 8080)),
         Record::TwDeath(TwDeath::new(
             AT,
             0xffff_8880_0000_2000,
@@ -102,8 +98,11 @@ fn every_record_type_round_trips() {
 
 #[test]
 fn named_fields_land_where_the_kernel_wrote_them() {
-    let Record::Closed(closed) = every_record()[5] else {
-        panic!("not a close")
+    let Some(closed) = every_record().into_iter().find_map(|r| match r {
+        Record::Closed(c) => Some(c),
+        _ => None,
+    }) else {
+        panic!("no close among the records")
     };
     assert_eq!((closed.process.pid, closed.process.tid), (4242, 4243));
     assert!(closed.process.is_known() && !Process::default().is_known());

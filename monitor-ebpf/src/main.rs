@@ -3,8 +3,8 @@
 //! One module per hook family, like kunai: `set_state` (every TCP state
 //! transition, and who closed first), `timewait` (births and the segments
 //! timewait sockets absorb), `death` (how they end, namespace purges
-//! included), `connect` (EADDRNOTAVAIL) and `reset` (RSTs sent from
-//! TIME_WAIT). Function hooks come in a fentry/fexit and a
+//! included), `connect` (EADDRNOTAVAIL), `bind` (EADDRINUSE) and `reset`
+//! (RSTs sent from TIME_WAIT). Function hooks come in a fentry/fexit and a
 //! kprobe/kretprobe flavour; the daemon attaches the best one the kernel
 //! allows. Maps, load-time globals and helpers shared by all hooks live in
 //! `common`; the records they send are defined in `monitor-common`.
@@ -14,6 +14,7 @@
 #![no_std]
 #![no_main]
 
+mod bind;
 mod closing;
 mod common;
 mod connect;
@@ -23,6 +24,7 @@ mod pending;
 mod recent;
 mod reset;
 mod set_state;
+mod syscall;
 mod timewait;
 
 #[cfg(not(test))]

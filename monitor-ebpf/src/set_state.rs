@@ -47,7 +47,7 @@ const HOOK: Hook = Hook::SetState;
 pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> u32 {
     let args = btf_args(&ctx);
     if let Ok(addr) = args.addr {
-        nested::started(nested::run_id(addr, args.old, args.new));
+        nested::started(addr, nested::run_id(addr, args.old, args.new));
     }
     btf_set_state(args);
     0
@@ -58,7 +58,7 @@ pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> u32 {
 pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> u32 {
     let args = btf_args(&ctx);
     if let Ok(addr) = args.addr
-        && nested::skipped(nested::run_id(addr, args.old, args.new))
+        && nested::skipped(addr, nested::run_id(addr, args.old, args.new))
     {
         count(HOOK, reason::RECOVERED);
         btf_set_state(args);

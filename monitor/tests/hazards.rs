@@ -186,3 +186,49 @@ fn late_data_into_fin_wait2_is_answered_with_rst_and_counted() {
         "{before:?} -> {after:?}"
     );
 }
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn a_bind_refused_because_timewait_holds_the_port_is_named() {
+    require_root();
+    const EADDRINUSE: Option<i32> = Some(98);
+    let ns = TestNetns::new("bind");
+    let daemon = start(&ns);
+    let (client, server, live) = ns.run_inside(|| {
+        (
+            testkit::rebind_a_port_in_timewait(loopback()),
+            testkit::restart_a_server_without_reuseaddr(loopback()),
+            testkit::bind_a_port_a_listener_holds(loopback()),
+        )
+    });
+    for (errno, _) in [client, server, live] {
+        assert_eq!(errno, EADDRINUSE);
+    }
+    let refused = |t: &str, by: &str| {
+        sample(
+            t,
+            "twmon_bind_eaddrinuse_total",
+            &format!(r#"held_by="{by}""#),
+        )
+    };
+    let text = daemon.wait_for("three refused binds", |t| {
+        refused(t, "timewait") == Some(2.0) && refused(t, "live") == Some(1.0)
+    });
+    assert_eq!(collisions(&text, "bind_in_timewait"), 2.0, "{text}");
+    // The API names each: the port, who bound, what holds it and how long.
+    let (_, _, body) = daemon.get("/api/v1/collisions");
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").expect("comm");
+    for (_, port) in [client, server] {
+        let c = doc["collisions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["kind"] == "bind_in_timewait" && c["local_port"] == port)
+            .unwrap_or_else(|| panic!("no bind_in_timewait on port {port}: {body}"));
+        assert_eq!(c["binder"]["comm"], comm.trim(), "{c}");
+        assert!(c["holders"].as_u64() >= Some(1), "{c}");
+        let left = c["time_left_seconds"].as_f64().unwrap_or(-1.0);
+        assert!(left > 0.0 && left <= 60.0, "{c}");
+    }
+}

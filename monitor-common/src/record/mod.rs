@@ -9,6 +9,7 @@
 //! reads them with [`unpack`], which checks kind and size first. Nothing
 //! else on either side looks at the bytes.
 
+mod bind_refused;
 mod closed;
 mod connect_failure;
 mod reset_sent;
@@ -17,6 +18,7 @@ mod tw_alloc;
 mod tw_death;
 mod tw_segment;
 
+pub use bind_refused::BindRefused;
 pub use closed::Closed;
 pub use connect_failure::ConnectFailure;
 pub use reset_sent::ResetSent;
@@ -36,11 +38,12 @@ pub mod kind {
     // 6 was CLOSER (contract 2), joined into CLOSED and TW_ALLOC.
     pub const RESET_SENT: u8 = 7;
     pub const CLOSED: u8 = 8;
+    pub const BIND_REFUSED: u8 = 9;
 }
 
 /// Bumped whenever a record's layout or meaning changes, so a recording of
 /// an older contract is refused by name instead of misread.
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = 4;
 
 /// The first 16 bytes of every record.
 #[repr(C)]
@@ -190,6 +193,7 @@ pub enum Record {
     TwDeath(TwDeath),
     Closed(Closed),
     ResetSent(ResetSent),
+    BindRefused(BindRefused),
 }
 
 /// Where the kind byte sits in every record.
@@ -241,6 +245,7 @@ pub fn unpack(bytes: &[u8]) -> Result<Record, UnpackError> {
         kind::TW_DEATH => Record::TwDeath(read(bytes)?),
         kind::CLOSED => Record::Closed(read(bytes)?),
         kind::RESET_SENT => Record::ResetSent(read(bytes)?),
+        kind::BIND_REFUSED => Record::BindRefused(read(bytes)?),
         other => return Err(UnpackError::UnknownKind(other)),
     })
 }
@@ -255,6 +260,7 @@ impl Record {
             Record::TwDeath(r) => r.header(),
             Record::Closed(r) => r.header(),
             Record::ResetSent(r) => r.header(),
+            Record::BindRefused(r) => r.header(),
         }
     }
 
@@ -267,6 +273,7 @@ impl Record {
             Record::TwDeath(r) => r.as_bytes(),
             Record::Closed(r) => r.as_bytes(),
             Record::ResetSent(r) => r.as_bytes(),
+            Record::BindRefused(r) => r.as_bytes(),
         }
     }
 }

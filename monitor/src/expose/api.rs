@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     model::event::{Comm, DeathCause, Process},
-    table::{Collision, Entry, Filter, Key, Order, State, comm_label},
+    table::{Collision, CollisionKind, Entry, Filter, Key, Order, State, comm_label},
 };
 
 /// Most entries or collisions one request may ask for.
@@ -78,6 +78,16 @@ pub struct CollisionDoc {
     pub previous_closer: Option<ProcessDoc>,
     /// Inferred from transitions, not reported by a probe.
     pub derived: bool,
+    /// bind_in_timewait only: who called bind(), how many timewait sockets
+    /// hold the port, and the seconds until the oldest of them (the one
+    /// `remote_*`, `previous_age_seconds` and `previous_closer` describe)
+    /// expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binder: Option<ProcessDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holders: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_left_seconds: Option<f64>,
 }
 
 /// `GET /api/v1/collisions`.
@@ -182,6 +192,9 @@ fn collision_doc(now_ns: u64, c: &Collision) -> CollisionDoc {
         previous_age_seconds: c.previous_age_ns.map(secs),
         previous_closer: c.previous_closer.map(ProcessDoc::from),
         derived: c.derived,
+        binder: c.binder.map(ProcessDoc::from),
+        holders: (c.kind == CollisionKind::BindInTimewait).then_some(c.holders),
+        time_left_seconds: c.time_left_ns.map(secs),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::api::{self, CollisionsDoc, SummaryDoc, TimewaitDoc};
+use super::api::{self, CollisionDoc, CollisionsDoc, SummaryDoc, TimewaitDoc};
 
 /// Per-second rate of a counter between two summaries.
 fn rate(now: u64, before: Option<u64>, seconds: f64) -> Option<f64> {
@@ -107,14 +107,30 @@ fn collisions(out: &mut String, c: &CollisionsDoc) {
         };
         let _ = writeln!(
             out,
-            "  {:>7.1}s ago  {:<16} {} -> {}{}",
+            "  {:>7.1}s ago  {:<16} {} -> {}{}{}",
             col.ago_seconds,
             col.kind,
             local,
             api::endpoint(col.remote_addr, col.remote_port),
-            if col.derived { "  (derived)" } else { "" }
+            if col.derived { "  (derived)" } else { "" },
+            bind_detail(col)
         );
     }
+}
+
+/// For a refused bind: who, and how long the port stays held.
+fn bind_detail(col: &CollisionDoc) -> String {
+    let Some(holders) = col.holders else {
+        return String::new();
+    };
+    let who = col
+        .binder
+        .as_ref()
+        .map_or("?".into(), |p| format!("{} ({})", p.comm, p.pid));
+    let left = col
+        .time_left_seconds
+        .map_or(String::new(), |s| format!(", free in {s:.0}s"));
+    format!("  bind by {who}: {holders} timewait socket(s) hold it{left}")
 }
 
 /// A fixed-width table, one socket per line.
@@ -197,6 +213,9 @@ mod tests {
                 previous_age_seconds: Some(1.0),
                 previous_closer: None,
                 derived: true,
+                binder: None,
+                holders: None,
+                time_left_seconds: None,
             }],
         };
         let text = top(&summary(12.0, 30), Some(&summary(10.0, 10)), &collisions);

@@ -221,9 +221,11 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
     let (status, fd) =
         tracepoints::attach_set_state(&mut ebpf, &offsets, aya_btf.as_ref(), tracefs)?;
     attached.push((status, vec![fd]));
-    attached.push(tracepoints::attach_connect(
-        &mut ebpf, &offsets, tracefs, filtered,
-    ));
+    for hook in [&tracepoints::CONNECT, &tracepoints::BIND] {
+        attached.push(tracepoints::attach_syscall(
+            &mut ebpf, &offsets, tracefs, filtered, hook,
+        ));
+    }
     attached.push(tracepoints::attach_reset(
         &mut ebpf, &offsets, tracefs, filtered,
     ));

@@ -16,7 +16,7 @@ use aya::{
 use monitor_common::{
     OFFSET_UNKNOWN, SockOffsets,
     names::programs as p,
-    tracepoints::{connect_tp, reset_tp, set_state_tp},
+    tracepoints::{bind_tp, connect_tp, reset_tp, set_state_tp},
 };
 
 use super::{functions::one_line, tracefs};
@@ -116,15 +116,45 @@ fn classic(ebpf: &mut Ebpf, name: &str, category: &str, event: &str) -> Result<R
     Ok(program.fd()?.as_fd().as_raw_fd())
 }
 
-/// Attaches the connect() syscall tracepoints that see EADDRNOTAVAIL. Not
-/// mandatory: kernels built without syscall tracepoints just lack it.
-pub fn attach_connect(
+/// A syscall's entry and exit tracepoints, as one hook's programs.
+pub struct SyscallHook {
+    hook: Hook,
+    /// The tracepoint events (`sys_enter_X`, `sys_exit_X`), which are also
+    /// the programs' names.
+    enter: &'static str,
+    exit: &'static str,
+    enter_fields: &'static [(&'static str, usize, usize)],
+    exit_fields: &'static [(&'static str, usize, usize)],
+}
+
+/// connect() failing with EADDRNOTAVAIL.
+pub const CONNECT: SyscallHook = SyscallHook {
+    hook: Hook::ConnectEaddrnotavail,
+    enter: p::SYS_ENTER_CONNECT,
+    exit: p::SYS_EXIT_CONNECT,
+    enter_fields: connect_tp::ENTER_FIELDS,
+    exit_fields: connect_tp::EXIT_FIELDS,
+};
+
+/// bind() failing with EADDRINUSE.
+pub const BIND: SyscallHook = SyscallHook {
+    hook: Hook::BindEaddrinuse,
+    enter: p::SYS_ENTER_BIND,
+    exit: p::SYS_EXIT_BIND,
+    enter_fields: bind_tp::ENTER_FIELDS,
+    exit_fields: bind_tp::EXIT_FIELDS,
+};
+
+/// Attaches a syscall hook's tracepoints. Not mandatory: kernels built
+/// without syscall tracepoints just lack it.
+pub fn attach_syscall(
     ebpf: &mut Ebpf,
     offsets: &SockOffsets,
     tracefs: &Path,
     filtered: bool,
+    h: &SyscallHook,
 ) -> (HookStatus, Vec<RawFd>) {
-    let status = HookStatus::unattached(Hook::ConnectEaddrnotavail);
+    let status = HookStatus::unattached(h.hook);
     if filtered && !offsets.task_netns_known() {
         return refused(
             status,
@@ -132,15 +162,12 @@ pub fn attach_connect(
         );
     }
     let mut attempt = || -> Result<Vec<RawFd>> {
-        for (event, fields) in [
-            ("sys_enter_connect", connect_tp::ENTER_FIELDS),
-            ("sys_exit_connect", connect_tp::EXIT_FIELDS),
-        ] {
+        for (event, fields) in [(h.enter, h.enter_fields), (h.exit, h.exit_fields)] {
             tracefs::verify_tracepoint(tracefs, "syscalls", event, fields)?;
         }
         Ok(vec![
-            classic(ebpf, p::SYS_ENTER_CONNECT, "syscalls", "sys_enter_connect")?,
-            classic(ebpf, p::SYS_EXIT_CONNECT, "syscalls", "sys_exit_connect")?,
+            classic(ebpf, h.enter, "syscalls", h.enter)?,
+            classic(ebpf, h.exit, "syscalls", h.exit)?,
         ])
     };
     outcome(status, attempt())

@@ -162,6 +162,8 @@ pub enum KernelEvent {
     Closed(Closed),
     /// A timewait socket answered a segment with an RST.
     TimewaitResetSent(ResetSent),
+    /// `bind()` failed with EADDRINUSE.
+    BindEaddrinuse(BindFailure),
 }
 
 /// An RST sent by a timewait socket.
@@ -187,6 +189,7 @@ impl KernelEvent {
             KernelEvent::TimewaitDeath(e) => e.ts_ns,
             KernelEvent::Closed(e) => e.ts_ns,
             KernelEvent::TimewaitResetSent(e) => e.ts_ns,
+            KernelEvent::BindEaddrinuse(e) => e.ts_ns,
         }
     }
 }
@@ -308,12 +311,25 @@ pub struct Death {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectFailure {
     pub ts_ns: u64,
-    /// Thread group (pid) in the high half, thread id in the low half.
-    pub pid_tgid: u64,
+    /// Who called connect().
+    pub process: Option<Process>,
     pub netns: Option<u32>,
     pub family: Family,
     pub daddr: IpAddr,
     pub dport: u16,
+}
+
+/// A `bind()` refused because the address and port were held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindFailure {
+    pub ts_ns: u64,
+    pub netns: Option<u32>,
+    pub family: Family,
+    /// The address asked for: unspecified for a wildcard bind.
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Who called bind().
+    pub process: Option<Process>,
 }
 
 #[cfg(test)]

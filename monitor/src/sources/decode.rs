@@ -11,8 +11,8 @@ use thiserror::Error;
 
 use crate::model::{
     event::{
-        Closed, Comm, ConnectFailure, Death, DeathCause, KernelEvent, Process, ResetSent, Segment,
-        SegmentKind, StateChange, Timewait, TwVerdict,
+        BindFailure, Closed, Comm, ConnectFailure, Death, DeathCause, KernelEvent, Process,
+        ResetSent, Segment, SegmentKind, StateChange, Timewait, TwVerdict,
     },
     tcp::{Family, FourTuple, TcpState, ip},
 };
@@ -45,6 +45,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         Record::TwDeath(r) => KernelEvent::TimewaitDeath(at.death(&r)),
         Record::Closed(r) => KernelEvent::Closed(at.closed(&r)?),
         Record::ResetSent(r) => KernelEvent::TimewaitResetSent(at.reset_sent(&r)),
+        Record::BindRefused(r) => KernelEvent::BindEaddrinuse(at.bind_refused(&r)),
     })
 }
 
@@ -112,10 +113,21 @@ impl At {
         }
     }
 
+    fn bind_refused(&self, r: &record::BindRefused) -> BindFailure {
+        BindFailure {
+            ts_ns: self.ts_ns,
+            netns: self.netns,
+            family: self.family,
+            addr: ip(self.family, &r.addr),
+            port: r.port,
+            process: process(&r.process),
+        }
+    }
+
     fn connect_failure(&self, r: &record::ConnectFailure) -> ConnectFailure {
         ConnectFailure {
             ts_ns: self.ts_ns,
-            pid_tgid: r.pid_tgid,
+            process: process(&r.process),
             netns: self.netns,
             family: self.family,
             daddr: ip(self.family, &r.daddr),
@@ -330,13 +342,33 @@ pub(crate) mod tests {
     #[test]
     fn connect_failures_name_the_destination_and_caller() {
         let at = test_stamp(family::INET);
-        let record = r::ConnectFailure::new(at, (1234 << 32) | 1235, ipv4([10, 1, 2, 3]), 80);
+        let caller = r::Process::new((1234 << 32) | 1235, 77, *b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
+        let record = r::ConnectFailure::new(at, caller, ipv4([10, 1, 2, 3]), 80);
         let Ok(KernelEvent::ConnectEaddrnotavail(c)) = decoded(&record) else {
             panic!("not a connect failure")
         };
-        assert_eq!(c.pid_tgid >> 32, 1234);
+        let p = c.process.expect("a caller");
+        assert_eq!(
+            (p.pid, p.cgroup, p.comm.as_string()),
+            (1234, 77, "curl".to_string())
+        );
         assert_eq!(c.daddr, "10.1.2.3".parse::<IpAddr>().unwrap());
         assert_eq!(c.dport, 80);
+    }
+
+    #[test]
+    fn refused_binds_name_the_address_and_caller() {
+        let at = test_stamp(family::INET6);
+        let caller = r::Process::new(9 << 32, 5, *b"nginx\0\0\0\0\0\0\0\0\0\0\0");
+        let mut addr = [0u8; 16];
+        addr[15] = 1;
+        let record = r::BindRefused::new(at, caller, addr, 8080);
+        let Ok(KernelEvent::BindEaddrinuse(b)) = decoded(&record) else {
+            panic!("not a refused bind")
+        };
+        assert_eq!(b.addr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(b.port, 8080);
+        assert_eq!(b.process.map(|p| p.pid), Some(9));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct Summary {
     pub exited: BTreeMap<(DeathCause, bool), u64>,
     pub durations: BTreeMap<DeathCause, Histogram>,
     pub collisions: BTreeMap<CollisionKind, u64>,
+    /// Refused binds, by what held the port.
+    pub bind_refusals: super::Refusals,
     pub evictions: u64,
     /// Tentative (transition-derived) entries no snapshot confirmed.
     pub discarded: u64,
@@ -173,6 +175,7 @@ impl Table {
             exited: self.exited.clone(),
             durations: self.durations.clone(),
             collisions: self.collisions.totals.clone(),
+            bind_refusals: self.bind_refusals.clone(),
             evictions: self.evictions,
             discarded: self.discarded,
             unmatched_deaths: self.unmatched_deaths,

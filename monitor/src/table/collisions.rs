@@ -23,14 +23,18 @@ pub enum CollisionKind {
     Reincarnation,
     /// connect() found no free four-tuple toward the destination.
     Eaddrnotavail,
+    /// bind() was refused because a timewait socket holds the address and
+    /// port.
+    BindInTimewait,
 }
 
 impl CollisionKind {
-    pub const ALL: [CollisionKind; 4] = [
+    pub const ALL: [CollisionKind; 5] = [
         CollisionKind::SynInTimewait,
         CollisionKind::ConnectReuse,
         CollisionKind::Reincarnation,
         CollisionKind::Eaddrnotavail,
+        CollisionKind::BindInTimewait,
     ];
 
     pub fn label(self) -> &'static str {
@@ -39,6 +43,7 @@ impl CollisionKind {
             CollisionKind::ConnectReuse => "connect_reuse",
             CollisionKind::Reincarnation => "reincarnation",
             CollisionKind::Eaddrnotavail => "eaddrnotavail",
+            CollisionKind::BindInTimewait => "bind_in_timewait",
         }
     }
 }
@@ -60,6 +65,12 @@ pub struct Collision {
     pub previous_closer: Option<Process>,
     /// Inferred from transitions rather than reported by a probe.
     pub derived: bool,
+    /// bind_in_timewait: who called bind(), how many timewait sockets hold
+    /// the port, and how long until the oldest (the one described by
+    /// `remote`, `previous_age_ns` and `previous_closer`) expires.
+    pub binder: Option<Process>,
+    pub holders: u32,
+    pub time_left_ns: Option<u64>,
 }
 
 impl Collision {
@@ -82,6 +93,9 @@ impl Collision {
             previous_age_ns: Some(previous_age_ns),
             previous_closer,
             derived,
+            binder: None,
+            holders: 0,
+            time_left_ns: None,
         }
     }
 }
@@ -130,6 +144,9 @@ impl Table {
             previous_age_ns: None,
             previous_closer: None,
             derived: false,
+            binder: None,
+            holders: 0,
+            time_left_ns: None,
         });
     }
 

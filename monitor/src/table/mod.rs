@@ -19,6 +19,7 @@
 //! sockets the table missed are adopted, and the difference is the drift.
 
 mod aggregates;
+mod binds;
 mod bounded;
 mod collisions;
 mod entry;
@@ -36,6 +37,7 @@ use std::collections::BTreeMap;
 
 use aggregates::Breakdowns;
 pub use aggregates::{Summary, comm_label};
+pub use binds::{HeldBy, Refusals};
 use bounded::BoundedMap;
 use collisions::Collisions;
 pub use collisions::{Collision, CollisionKind};
@@ -84,6 +86,7 @@ pub struct Table {
     knobs: BTreeMap<u32, Knobs>,
     pressure: BTreeMap<u32, Vec<Pressure>>,
     expiry: expiry::Expiry,
+    bind_refusals: binds::Refusals,
 }
 
 impl Table {
@@ -108,6 +111,7 @@ impl Table {
             knobs: BTreeMap::new(),
             pressure: BTreeMap::new(),
             expiry: expiry::Expiry::new(config.hz),
+            bind_refusals: binds::Refusals::new(),
             config,
         }
     }
@@ -126,6 +130,7 @@ impl Table {
             KernelEvent::TimewaitDeath(d) => self.on_death(d),
             KernelEvent::TimewaitSegment(seg) => self.on_segment(seg),
             KernelEvent::ConnectEaddrnotavail(c) => self.on_connect_failure(c),
+            KernelEvent::BindEaddrinuse(b) => self.on_bind_failure(b),
             // Counted by Stats; the segment it answered is the segment
             // hook's to count.
             KernelEvent::TimewaitOverflow(_) | KernelEvent::TimewaitResetSent(_) => {}

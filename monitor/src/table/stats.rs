@@ -86,6 +86,8 @@ impl Stats {
             }
             KernelEvent::ConnectEaddrnotavail(_) => self.eaddrnotavail += 1,
             KernelEvent::TimewaitResetSent(_) => self.resets_sent += 1,
+            // By what held the port: the table's to tell.
+            KernelEvent::BindEaddrinuse(_) => {}
         }
     }
 

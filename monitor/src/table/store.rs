@@ -321,6 +321,22 @@ impl Store {
         v4.chain(v6)
     }
 
+    /// The entries of namespace `netns` whose local port is `port`. A scan:
+    /// only for what is rare (a refused bind on a port the table holds).
+    pub fn with_local_port(&self, netns: u32, port: u16) -> Vec<(Key, Entry)> {
+        let v4 = self
+            .v4
+            .iter()
+            .filter(|(k, _)| k.netns == netns && k.sport == port)
+            .map(|(k, s)| (k.key(), self.entry(s)));
+        let v6 = self
+            .v6
+            .iter()
+            .filter(|(k, _)| k.netns == netns && k.sport == port)
+            .map(|(k, s)| (k.key(), self.entry(s)));
+        v4.chain(v6).collect()
+    }
+
     /// The keys of the entries due by `cutoff`, and the earliest due time
     /// of the rest (`u64::MAX` for none).
     pub fn due(&self, cutoff: u64) -> (Vec<Key>, u64) {

@@ -13,7 +13,7 @@ use crate::{
         hooks::Hook,
         tcp::{Family, TcpState},
     },
-    table::Summary,
+    table::{HeldBy, Summary},
 };
 
 pub fn entered(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
@@ -122,6 +122,23 @@ pub fn eaddrnotavail(registry: &Registry, scrape: &Scrape) -> prometheus::Result
          destination.",
         scrape.stats.eaddrnotavail,
     )
+}
+
+pub fn bind_eaddrinuse(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
+    if !scrape.hooks.attached(Hook::BindEaddrinuse) {
+        return Ok(());
+    }
+    let vec = counter_vec(
+        "twmon_bind_eaddrinuse_total",
+        "bind() calls refused with EADDRINUSE, by what held the address and port: a timewait \
+         socket of an earlier connection (timewait) or a live socket (live).",
+        &["held_by"],
+    )?;
+    for by in HeldBy::ALL {
+        let n = scrape.table.bind_refusals.get(&by).copied().unwrap_or(0);
+        vec.with_label_values(&[by.label()]).inc_by(n);
+    }
+    register(registry, vec)
 }
 
 /// `twmon_timewait_duration_seconds`, built directly: the table keeps

@@ -39,6 +39,7 @@ const FAMILIES: &[Family] = &[
     lifecycle::exited,
     lifecycle::resets_sent,
     lifecycle::eaddrnotavail,
+    lifecycle::bind_eaddrinuse,
     table::sockets,
     table::collisions,
     table::by_remote,

@@ -50,14 +50,18 @@ pub fn collisions(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()
         "twmon_fourtuple_collisions_total",
         "New connections on a four-tuple whose previous incarnation was still in TIME_WAIT \
          (syn_in_timewait, connect_reuse) or had it cut short less than the guard window ago \
-         (reincarnation), and connects that found no free four-tuple (eaddrnotavail).",
+         (reincarnation), connects that found no free four-tuple (eaddrnotavail), and binds \
+         refused because a timewait socket held the port (bind_in_timewait).",
         &["kind"],
     )?;
     for kind in CollisionKind::ALL {
         // A zero would claim "none happened" where nothing could see them.
-        if kind == CollisionKind::Eaddrnotavail
-            && !scrape.hooks.attached(Hook::ConnectEaddrnotavail)
-        {
+        let hook = match kind {
+            CollisionKind::Eaddrnotavail => Some(Hook::ConnectEaddrnotavail),
+            CollisionKind::BindInTimewait => Some(Hook::BindEaddrinuse),
+            _ => None,
+        };
+        if hook.is_some_and(|h| !scrape.hooks.attached(h)) {
             continue;
         }
         let n = scrape.table.collisions.get(&kind).copied().unwrap_or(0);

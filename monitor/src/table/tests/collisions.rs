@@ -38,7 +38,7 @@ fn eaddrnotavail_is_a_collision_toward_the_destination() {
     let mut table = Table::new(Config::default());
     table.apply(&KernelEvent::ConnectEaddrnotavail(ConnectFailure {
         ts_ns: SEC,
-        pid_tgid: 1 << 32,
+        process: Some(process("curl")),
         netns: Some(NS),
         family: Family::Ipv4,
         daddr: ip(9),
