@@ -20,7 +20,7 @@ use crate::model::{hooks::KernelCounts, snapshot::SnapshotRound};
 pub const MAGIC: &[u8; 8] = b"TWMONREC";
 /// 2: kernel records of several sizes, each as the contract of
 /// [`Meta::wire`] lays it out (1 held one 64-byte event type).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest kernel record a frame may hold; the largest there is today is
 /// far smaller.
 const MAX_RECORD: usize = 4096;
