@@ -4,6 +4,7 @@
 
 mod util;
 
+mod cgroups;
 mod container;
 mod dashboards;
 mod dashboards_live;

@@ -30,6 +30,7 @@ use crate::{
     },
     model::hooks::Hook,
     sources::{
+        cgroups::{Cgroups, Namer},
         diag, netns,
         recording::{Meta, Writer},
         ring::{DRAIN_EVERY, Ring},
@@ -159,6 +160,14 @@ async fn age_recent(mut recent: Recent, period: Duration) {
     }
 }
 
+/// The host's network namespace (init's), which names no container: its
+/// sockets are not attributed by namespace.
+fn host_netns() -> u32 {
+    netns::inode_of(std::path::Path::new("/proc/1/ns/net"))
+        .or_else(|_| netns::current().map(|ns| ns.inode))
+        .unwrap_or(0)
+}
+
 fn log_scope(scope: &Scope) {
     match scope {
         Scope::One(ns) => log::info!(
@@ -219,7 +228,15 @@ async fn seed(
             .unwrap_or_else(PoisonError::into_inner)
             .counts()
     };
-    let exposed = Exposed::live(state, hooks, kernel_release, opts.view, Box::new(counts));
+    let namer = Mutex::new(Namer::new(Cgroups::new(), host_netns()));
+    let names = move |netns: u32, id: u64| {
+        namer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .name(netns, id)
+    };
+    let exposed = Exposed::live(state, hooks, kernel_release, opts.view, Box::new(counts))
+        .with_cgroup_names(Box::new(names));
     Ok((Arc::new(exposed), snapshots, recorder))
 }
 

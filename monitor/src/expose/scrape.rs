@@ -3,6 +3,7 @@
 //! kernel or by a recording.
 
 use std::{
+    collections::BTreeMap,
     sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -14,8 +15,8 @@ use crate::{
         snapshot::{Knobs, SnapshotPacing},
         tcp::{Family, TcpState},
     },
-    sources::diag::monotonic_ns,
-    table::{Pressure, State, Summary, stats::StatsSnapshot},
+    sources::{cgroups::CgroupName, diag::monotonic_ns},
+    table::{Failure, HeldBy, Pressure, State, Summary, stats::StatsSnapshot},
 };
 
 /// How the table is shown.
@@ -39,6 +40,10 @@ impl Default for View {
 /// Reads what the kernel counted, at each scrape.
 pub type KernelReader = Box<dyn Fn() -> KernelCounts + Send + Sync>;
 
+/// Names (netns, cgroup id) pairs, at each scrape (see
+/// `sources::cgroups::Namer`).
+pub type CgroupNamer = Box<dyn Fn(u32, u64) -> Option<CgroupName> + Send + Sync>;
+
 /// The daemon's state as requests see it.
 pub struct Exposed {
     state: Mutex<State>,
@@ -49,6 +54,8 @@ pub struct Exposed {
     view: View,
     /// A replayed table is looked at as of its last event, a live one now.
     replay: bool,
+    /// None on replay (the host that recorded is elsewhere), and in tests.
+    namer: Option<CgroupNamer>,
 }
 
 impl Exposed {
@@ -67,7 +74,14 @@ impl Exposed {
             kernel_release,
             view,
             replay: false,
+            namer: None,
         }
+    }
+
+    /// Names cgroups with `namer` in the exposition.
+    pub fn with_cgroup_names(mut self, namer: CgroupNamer) -> Exposed {
+        self.namer = Some(namer);
+        self
     }
 
     /// A recording's state, as of its end.
@@ -79,6 +93,7 @@ impl Exposed {
             kernel_release,
             view,
             replay: true,
+            namer: None,
         }
     }
 
@@ -116,6 +131,7 @@ impl Exposed {
             Some(read) => read(),
             None => recorded.unwrap_or_default(),
         };
+        let cgroups = self.cgroup_names(&table);
         Scrape {
             stats,
             table,
@@ -124,8 +140,25 @@ impl Exposed {
             hooks: self.hooks.clone(),
             kernel_release: self.kernel_release.clone(),
             pacing,
+            cgroups,
             duration: started.elapsed(),
         }
+    }
+
+    /// Names for the cgroups `table` breaks down by, outside the lock
+    /// (naming may walk the cgroup tree).
+    fn cgroup_names(&self, table: &Summary) -> BTreeMap<(u32, u64), CgroupName> {
+        let Some(name) = &self.namer else {
+            return BTreeMap::new();
+        };
+        let keys = table.by_cgroup.iter().map(|(k, _)| *k).chain(
+            table
+                .failures_by_cgroup
+                .iter()
+                .map(|((n, c, _), _)| (*n, *c)),
+        );
+        keys.filter_map(|(netns, id)| Some(((netns, id), name(netns, id)?)))
+            .collect()
     }
 }
 
@@ -145,6 +178,8 @@ pub struct Scrape {
     pub kernel_release: String,
     /// The sock_diag snapshots so far.
     pub pacing: SnapshotPacing,
+    /// Names of the cgroups the table breaks down by, where known.
+    pub cgroups: BTreeMap<(u32, u64), CgroupName>,
     /// How long taking this snapshot took.
     pub duration: Duration,
 }
@@ -196,6 +231,14 @@ impl Scrape {
                 fin_timeout_s: Some(60),
             },
         );
+        t.by_cgroup = vec![((0, 7), 1)];
+        t.failures_by_cgroup = vec![
+            ((0, 7, Failure::Eaddrnotavail), 1),
+            ((0, 7, Failure::Eaddrinuse(HeldBy::Timewait)), 1),
+        ];
+        scrape
+            .cgroups
+            .insert((0, 7), CgroupName::of("/system.slice/nginx.service".into()));
         scrape
     }
 }

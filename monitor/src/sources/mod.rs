@@ -4,6 +4,7 @@
 //! on a schedule ([`snapshots`], [`vanished`]); and recordings of both
 //! ([`recording`]) for `twmon replay`.
 
+pub mod cgroups;
 pub mod decode;
 pub mod diag;
 pub mod netns;

@@ -36,7 +36,7 @@ pub fn resolve(arg: &str) -> Result<Netns> {
     Ok(Netns { inode, path })
 }
 
-fn inode_of(path: &Path) -> Result<u32> {
+pub fn inode_of(path: &Path) -> Result<u32> {
     let meta = fs::metadata(path)?;
     u32::try_from(meta.ino()).with_context(|| format!("inode {} does not fit u32", meta.ino()))
 }

@@ -25,6 +25,8 @@ pub(super) struct Breakdowns {
     pub by_remote: HashMap<(u32, IpAddr, u16), u64>,
     pub by_local_port: HashMap<(u32, u16), u64>,
     pub by_process: HashMap<(u32, Comm), u64>,
+    /// By the closer's cgroup id (0 when the close was not seen).
+    pub by_cgroup: HashMap<(u32, u64), u64>,
 }
 
 impl Breakdowns {
@@ -44,6 +46,8 @@ impl Breakdowns {
         bump(&mut self.by_local_port, (ns, key.tuple.sport), delta);
         let comm = entry.closer.map(|p| p.comm).unwrap_or_default();
         bump(&mut self.by_process, (ns, comm), delta);
+        let cgroup = entry.closer.map_or(0, |p| p.cgroup);
+        bump(&mut self.by_cgroup, (ns, cgroup), delta);
     }
 
     /// An entry of `key` moved from substate `old` to `new`.
@@ -62,6 +66,13 @@ pub struct Summary {
     pub by_remote: Vec<((u32, IpAddr, u16), u64)>,
     pub by_local_port: Vec<((u32, u16), u64)>,
     pub by_process: Vec<((u32, String), u64)>,
+    /// Timewait sockets by (netns, the closer's cgroup id, 0 for unknown),
+    /// the top K; the namespace is kept whatever `per_netns` says, to name
+    /// unknown closers by the namespace's owner.
+    pub by_cgroup: Vec<((u32, u64), u64)>,
+    /// connect()/bind() failures by (netns, the caller's cgroup id, what
+    /// failed), the top 3K.
+    pub failures_by_cgroup: Vec<((u32, u64, super::Failure), u64)>,
     pub started: BTreeMap<Origin, u64>,
     /// Confirmed transition-derived births by family and substate.
     pub derived_births: BTreeMap<(Family, TcpState), u64>,
@@ -170,6 +181,8 @@ impl Table {
                 |&(n, comm)| (ns(n), comm_label(comm)),
                 top_k,
             ),
+            by_cgroup: top(&self.breakdowns.by_cgroup, |&k| k, top_k),
+            failures_by_cgroup: top(self.failures_by_cgroup.all(), |&k| k, 3 * top_k),
             started: self.started.clone(),
             derived_births: self.derived_births.clone(),
             exited: self.exited.clone(),

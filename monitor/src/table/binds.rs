@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Table,
+    Failure, Table,
     collisions::{Collision, CollisionKind},
     entry::{Entry, Key},
 };
@@ -54,6 +54,8 @@ impl Table {
             HeldBy::Timewait
         };
         *self.bind_refusals.entry(by).or_default() += 1;
+        let cgroup = b.process.map_or(0, |p| p.cgroup);
+        self.count_failure(b.netns, cgroup, Failure::Eaddrinuse(by));
         let Some((key, oldest)) = holders.iter().min_by_key(|(_, e)| e.born_ns) else {
             return;
         };

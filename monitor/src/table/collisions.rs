@@ -134,6 +134,8 @@ impl Table {
     }
 
     pub(super) fn on_connect_failure(&mut self, c: &ConnectFailure) {
+        let cgroup = c.process.map_or(0, |p| p.cgroup);
+        self.count_failure(c.netns, cgroup, super::Failure::Eaddrnotavail);
         self.collide(Collision {
             ts_ns: c.ts_ns,
             kind: CollisionKind::Eaddrnotavail,

@@ -21,6 +21,7 @@
 mod aggregates;
 mod binds;
 mod bounded;
+mod cgroups;
 mod collisions;
 mod entry;
 mod expiry;
@@ -39,6 +40,7 @@ use aggregates::Breakdowns;
 pub use aggregates::{Summary, comm_label};
 pub use binds::{HeldBy, Refusals};
 use bounded::BoundedMap;
+pub use cgroups::{Failure, OTHER as OTHER_CGROUP};
 use collisions::Collisions;
 pub use collisions::{Collision, CollisionKind};
 use entry::{CLOSERS_CAPACITY, Ended};
@@ -87,6 +89,7 @@ pub struct Table {
     pressure: BTreeMap<u32, Vec<Pressure>>,
     expiry: expiry::Expiry,
     bind_refusals: binds::Refusals,
+    failures_by_cgroup: cgroups::FailuresByCgroup,
 }
 
 impl Table {
@@ -112,6 +115,7 @@ impl Table {
             pressure: BTreeMap::new(),
             expiry: expiry::Expiry::new(config.hz),
             bind_refusals: binds::Refusals::new(),
+            failures_by_cgroup: cgroups::FailuresByCgroup::default(),
             config,
         }
     }

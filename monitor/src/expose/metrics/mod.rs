@@ -5,6 +5,7 @@
 //! [`kernel`] (the probes and what they delivered), [`lifecycle`] (births,
 //! segments, deaths) and [`table`] (the four-tuple table's aggregates).
 
+mod cgroups;
 mod kernel;
 mod lifecycle;
 mod table;
@@ -45,6 +46,8 @@ const FAMILIES: &[Family] = &[
     table::by_remote,
     table::by_local_port,
     table::by_process,
+    cgroups::by_cgroup,
+    cgroups::failures,
     table::pressure,
     table::knobs,
     table::entries,
