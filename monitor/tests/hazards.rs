@@ -232,3 +232,60 @@ fn a_bind_refused_because_timewait_holds_the_port_is_named() {
         assert!(left > 0.0 && left <= 60.0, "{c}");
     }
 }
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn the_time_to_exhaustion_is_estimated_within_a_fifth() {
+    use std::{
+        net::{TcpListener, TcpStream},
+        sync::mpsc,
+        thread,
+        time::{Duration, Instant},
+    };
+    require_root();
+    let ns = TestNetns::new("exhaust");
+    // 300 ports, filled client-first at a steady 40 or so a second.
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40299");
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let daemon = start(&ns);
+    let (port_tx, port_rx) = mpsc::channel();
+    let worker = {
+        let path = ns.path();
+        thread::spawn(move || {
+            testkit::run_in_netns(Path::new(&path), move || {
+                let listener = TcpListener::bind(loopback()).expect("listener");
+                let server = listener.local_addr().expect("address");
+                port_tx.send(server.port()).expect("port");
+                loop {
+                    match TcpStream::connect(server) {
+                        Ok(client) => {
+                            let (conn, _) = listener.accept().expect("accept");
+                            drop(client);
+                            drop(conn);
+                        }
+                        Err(e) if e.raw_os_error() == Some(99) => return Instant::now(),
+                        Err(e) => panic!("connect: {e}"),
+                    }
+                    thread::sleep(Duration::from_millis(25));
+                }
+            })
+        })
+    };
+    let port = port_rx.recv().expect("the listener's port");
+    let labels = format!(r#"local_addr="127.0.0.1",remote_addr="127.0.0.1",remote_port="{port}""#);
+    // Read the estimate once a few seconds of trend are in.
+    thread::sleep(Duration::from_millis(2500));
+    let text = daemon.wait_for("an exhaustion estimate", |t| {
+        sample(t, "twmon_ephemeral_port_exhaustion_seconds", &labels).is_some()
+    });
+    let read_at = Instant::now();
+    let estimate =
+        sample(&text, "twmon_ephemeral_port_exhaustion_seconds", &labels).expect("an estimate");
+    let failed_at = worker.join().expect("the workload");
+    let actual = failed_at.duration_since(read_at).as_secs_f64();
+    eprintln!("exhaustion: estimated {estimate:.2} s left, connect() failed after {actual:.2} s");
+    assert!(
+        (estimate - actual).abs() <= 0.2 * actual,
+        "estimated {estimate:.2} s left, connect() failed after {actual:.2} s"
+    );
+}

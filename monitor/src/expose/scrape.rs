@@ -222,6 +222,7 @@ impl Scrape {
             in_timewait: 1,
             range: 28232,
         }];
+        t.exhaustion = vec![(t.pressure[0], 600.0)];
         t.knobs.insert(
             0,
             Knobs {

@@ -93,6 +93,9 @@ pub struct Summary {
     pub knobs: BTreeMap<u32, Knobs>,
     /// Top destinations by ephemeral port pressure.
     pub pressure: Vec<Pressure>,
+    /// Destinations whose ports are being used up, with the seconds left
+    /// at the current pace: the top K soonest.
+    pub exhaustion: Vec<(Pressure, f64)>,
 }
 
 /// The label for a closing process: its comm, or "unknown" when the close
@@ -148,8 +151,17 @@ impl Table {
             *population.entry((ns(n), family, substate)).or_default() += count;
         }
         let mut pressure: Vec<Pressure> = self.pressure.values().flatten().copied().collect();
+        // Estimated before namespaces are merged away: the trends are kept
+        // per namespace.
+        let mut exhaustion: Vec<(Pressure, f64)> = pressure
+            .iter()
+            .filter_map(|p| Some((*p, self.trends.seconds_left(p)?)))
+            .collect();
+        exhaustion.sort_by(|a, b| a.1.total_cmp(&b.1));
+        exhaustion.truncate(top_k);
         if !per_netns {
             pressure.iter_mut().for_each(|p| p.netns = 0);
+            exhaustion.iter_mut().for_each(|(p, _)| p.netns = 0);
         }
         pressure.sort_by(|a, b| {
             b.ratio()
@@ -195,6 +207,7 @@ impl Table {
             drift: self.drift,
             knobs,
             pressure,
+            exhaustion,
         }
     }
 }

@@ -24,6 +24,7 @@ mod bounded;
 mod cgroups;
 mod collisions;
 mod entry;
+mod exhaustion;
 mod expiry;
 pub mod histogram;
 mod lifecycle;
@@ -90,6 +91,7 @@ pub struct Table {
     expiry: expiry::Expiry,
     bind_refusals: binds::Refusals,
     failures_by_cgroup: cgroups::FailuresByCgroup,
+    trends: exhaustion::Trends,
 }
 
 impl Table {
@@ -116,6 +118,7 @@ impl Table {
             expiry: expiry::Expiry::new(config.hz),
             bind_refusals: binds::Refusals::new(),
             failures_by_cgroup: cgroups::FailuresByCgroup::default(),
+            trends: exhaustion::Trends::default(),
             config,
         }
     }

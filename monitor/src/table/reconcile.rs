@@ -63,11 +63,14 @@ impl Table {
         for snap in &round.namespaces {
             taken.insert(snap.netns, snap.taken_ns);
             self.knobs.insert(snap.netns, snap.knobs);
-            self.pressure.insert(snap.netns, pressure_of(snap));
+            let pressure = pressure_of(snap);
+            self.trends.observe(snap.netns, snap.taken_ns, &pressure);
+            self.pressure.insert(snap.netns, pressure);
         }
         if let Some(existing) = &round.existing {
             self.knobs.retain(|ns, _| existing.contains(ns));
             self.pressure.retain(|ns, _| existing.contains(ns));
+            self.trends.keep_namespaces(existing);
         }
         taken
     }

@@ -49,6 +49,7 @@ const FAMILIES: &[Family] = &[
     cgroups::by_cgroup,
     cgroups::failures,
     table::pressure,
+    table::exhaustion,
     table::knobs,
     table::entries,
     table::evictions,

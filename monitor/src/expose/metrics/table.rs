@@ -16,7 +16,7 @@ use crate::{
         hooks::Hook,
         tcp::{Family, TcpState},
     },
-    table::CollisionKind,
+    table::{CollisionKind, Pressure},
 };
 
 pub fn sockets(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
@@ -146,11 +146,7 @@ pub fn pressure(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> 
         if !seen.insert((p.netns, p.local, p.remote, p.remote_port)) {
             continue;
         }
-        let l = [
-            p.local.to_string(),
-            p.remote.to_string(),
-            p.remote_port.to_string(),
-        ];
+        let l = destination(p);
         set(&in_use, per, p.netns, &l, p.in_use);
         set(&in_tw, per, p.netns, &l, p.in_timewait);
         series(&ratio, per, p.netns, &l).set(p.ratio());
@@ -158,6 +154,36 @@ pub fn pressure(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> 
     register(registry, in_use)?;
     register(registry, in_tw)?;
     register(registry, ratio)
+}
+
+/// The label values of a destination under pressure.
+fn destination(p: &Pressure) -> [String; 3] {
+    [
+        p.local.to_string(),
+        p.remote.to_string(),
+        p.remote_port.to_string(),
+    ]
+}
+
+pub fn exhaustion(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
+    let per = scrape.per_netns;
+    let vec = GaugeVec::new(
+        Opts::new(
+            "twmon_ephemeral_port_exhaustion_seconds",
+            "Estimated seconds until ip_local_port_range is full toward one destination, at the \
+             pace its ports were taken (net of those freed) over the last minute of snapshots; \
+             absent while that count is not growing. The top K soonest.",
+        ),
+        &names(per, &["local_addr", "remote_addr", "remote_port"]),
+    )?;
+    let mut seen = HashSet::new();
+    for (p, seconds) in &scrape.table.exhaustion {
+        if !seen.insert((p.netns, p.local, p.remote, p.remote_port)) {
+            continue;
+        }
+        series(&vec, per, p.netns, &destination(p)).set(*seconds);
+    }
+    register(registry, vec)
 }
 
 pub fn knobs(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
