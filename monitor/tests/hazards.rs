@@ -29,6 +29,25 @@ fn collisions(text: &str, kind: &str) -> f64 {
     .unwrap_or(-1.0)
 }
 
+/// `twmon doctor --json` against `daemon`: its exit status and the ids of
+/// its findings, worst first.
+fn doctor(daemon: &Daemon) -> (Option<i32>, Vec<String>) {
+    let out = std::process::Command::new(TWMON)
+        .args(["doctor", "--json", "--url"])
+        .arg(format!("http://{}", daemon.addr))
+        .output()
+        .expect("running twmon doctor");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor printed no JSON ({e}): {out:?}"));
+    let ids = doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["id"].as_str().map(str::to_string))
+        .collect();
+    (out.status.code(), ids)
+}
+
 fn loopback() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
 }
@@ -69,6 +88,8 @@ fn syn_into_server_timewait_is_a_collision() {
     });
     assert_eq!(collisions(&text, "syn_in_timewait"), 1.0, "{text}");
     assert_eq!(collisions(&text, "connect_reuse"), 0.0, "{text}");
+    // Information, not a problem: exit 0, the finding named.
+    assert_eq!(doctor(&daemon), (Some(0), vec!["early-reuse".to_string()]));
     // The server's TIME_WAIT ended by the SYN, not by its timer.
     assert_eq!(
         sample(
@@ -158,6 +179,26 @@ fn a_tiny_port_range_fills_up_toward_one_destination() {
     );
     assert_eq!(collisions(&text, "eaddrnotavail"), failed as f64, "{text}");
     population_matches_ss(&daemon, &ns);
+    let (status, ids) = doctor(&daemon);
+    assert_eq!(status, Some(2), "{ids:?}");
+    assert_eq!(ids.first().map(String::as_str), Some("port-exhaustion"));
+}
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn a_quiet_namespace_gets_a_clean_bill_of_health() {
+    require_root();
+    let ns = TestNetns::new("hz-quiet");
+    let daemon = start(&ns);
+    ns.run_inside(|| testkit::client_closes_first(loopback(), 5));
+    daemon.wait_for("the five closes", |t| {
+        sample(
+            t,
+            "twmon_timewait_sockets",
+            r#"family="ipv4",substate="TIME_WAIT""#,
+        ) == Some(5.0)
+    });
+    assert_eq!(doctor(&daemon), (Some(0), Vec::new()));
 }
 
 #[test]
@@ -219,6 +260,9 @@ fn a_bind_refused_because_timewait_holds_the_port_is_named() {
     let (_, _, body) = daemon.get("/api/v1/collisions");
     let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let comm = std::fs::read_to_string("/proc/thread-self/comm").expect("comm");
+    let (status, ids) = doctor(&daemon);
+    assert_eq!(status, Some(1), "{ids:?}");
+    assert!(ids.contains(&"bind-refused".to_string()), "{ids:?}");
     for (_, port) in [client, server] {
         let c = doc["collisions"]
             .as_array()

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use super::parse;
 use crate::{
     commands::{
-        replay::ReplayOptions, run::RunOptions, snapshot::SnapshotOptions, top::TopOptions,
+        doctor::DoctorOptions, replay::ReplayOptions, run::RunOptions, snapshot::SnapshotOptions,
+        top::TopOptions,
     },
     expose::View,
     kernel::{LoadOptions, ProbeMode, btf::VMLINUX_BTF},
@@ -55,6 +56,30 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// A live terminal view of a running daemon, refreshed every second.
     Top(TopArgs),
+    /// Diagnose TIME_WAIT trouble in words: port exhaustion, a full
+    /// tcp_max_tw_buckets, bind() refused by TIME_WAIT, reuse without
+    /// timestamps, servers closing first, RST closes, early reuse; each with
+    /// its evidence and what to do. From a running daemon, or sock_diag of
+    /// this namespace. Exit status 0 healthy, 1 warnings, 2 critical.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DoctorArgs {
+    pub fn options(self) -> DoctorOptions {
+        DoctorOptions {
+            target: self.target.target(),
+            json: self.json,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -12,14 +12,16 @@ pub use args::{Cli, Command};
 use crate::commands;
 
 impl Cli {
-    /// The log level when RUST_LOG does not say: `check`, `snapshot`, `top`
-    /// and `replay` print their own report, and their log would only
+    /// The log level when RUST_LOG does not say: `check`, `snapshot`, `top`,
+    /// `replay` and `doctor` print their own report, and their log would only
     /// repeat it.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
-            Command::Check(_) | Command::Snapshot(_) | Command::Top(_) | Command::Replay(_) => {
-                "warn"
-            }
+            Command::Check(_)
+            | Command::Snapshot(_)
+            | Command::Top(_)
+            | Command::Replay(_)
+            | Command::Doctor(_) => "warn",
             Command::Run(_) | Command::Record(_) => "info",
         }
     }
@@ -34,5 +36,13 @@ pub fn execute(cli: Cli) -> Result<()> {
         Command::Snapshot(args) => commands::snapshot::run(&args.options()),
         Command::Top(args) => commands::top::run(&args.options()),
         Command::Check(args) => commands::check::run(&args.probes.options()),
+        Command::Doctor(args) => {
+            let status = commands::doctor::run(&args.options())?;
+            if status != 0 {
+                // The findings are printed; the status says how bad they are.
+                std::process::exit(status);
+            }
+            Ok(())
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! and holds no logic of its own beyond that wiring.
 
 pub mod check;
+pub mod doctor;
 pub mod replay;
 pub mod run;
 pub mod runtime;

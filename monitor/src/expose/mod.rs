@@ -4,6 +4,7 @@
 //! ([`text`]).
 
 pub mod api;
+pub mod doctor;
 pub mod metrics;
 pub mod scrape;
 pub mod text;

@@ -115,6 +115,24 @@ fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsC
 
 /// GETs `path` from the daemon and decodes its JSON.
 pub async fn get_json<T: DeserializeOwned>(target: &Target, path: &str) -> Result<T, GetError> {
+    let body = get(target, path).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        GetError::Other(anyhow!(
+            "GET {}{path}: not the expected JSON: {e}",
+            target.url
+        ))
+    })
+}
+
+/// GETs `path` from the daemon as text (`/metrics`).
+pub async fn get_text(target: &Target, path: &str) -> Result<String, GetError> {
+    let body = get(target, path).await?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| GetError::Other(anyhow!("GET {}{path}: not UTF-8", target.url)))
+}
+
+/// GETs `path` from the daemon: the body of a successful answer.
+async fn get(target: &Target, path: &str) -> Result<Bytes, GetError> {
     let url = split_url(&target.url).map_err(GetError::Other)?;
     let other = |e: anyhow::Error| GetError::Other(e.context(format!("GET {}{path}", target.url)));
     let connect = tokio::net::TcpStream::connect(&url.authority);
@@ -159,7 +177,7 @@ pub async fn get_json<T: DeserializeOwned>(target: &Target, path: &str) -> Resul
         let text = String::from_utf8_lossy(&body);
         return Err(other(anyhow!("{status}: {}", text.trim())));
     }
-    serde_json::from_slice(&body).map_err(|e| other(anyhow!("not the expected JSON: {e}")))
+    Ok(body)
 }
 
 /// One request over a fresh HTTP/1 connection on `io`.
