@@ -4,9 +4,11 @@
 //! first, so each is a single command on a machine that has only rustup.
 
 mod bench;
+mod fuzz;
 mod image;
 mod kernels;
 mod setup;
+mod soak;
 mod tasks;
 mod util;
 mod vm;
@@ -42,6 +44,24 @@ enum Command {
         #[arg(long, value_name = "SCENARIO")]
         only: Option<String>,
     },
+    /// Run every cargo-fuzz target (fuzz/) for a bounded time; a crash
+    /// fails it and names the input saved under fuzz/artifacts/.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only this target (decode, diag_reply, recording, web_config,
+        /// query).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Run twmon under a long churn with collisions, refused binds and
+    /// port pressure; fail if memory grows once the table is full or the
+    /// population drifts from ss (target/soak/).
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u32,
+    },
     /// Build the container image (static musl twmon, FROM scratch) with
     /// Podman, as localhost/twmon:VERSION.
     Image,
@@ -62,6 +82,14 @@ fn main() {
         Command::Setup => setup::run(),
         Command::Run { args } => tasks::run(&args),
         Command::Test => tasks::test(),
+        Command::Fuzz { seconds, target } => setup::run().and_then(|()| {
+            let targets: Vec<&str> = match &target {
+                Some(t) => vec![t.as_str()],
+                None => fuzz::TARGETS.to_vec(),
+            };
+            fuzz::run(&targets, seconds)
+        }),
+        Command::Soak { minutes } => setup::run().and_then(|()| soak::soak(minutes)),
         Command::Image => setup::run().and_then(|()| image::build()).map(|_| ()),
         Command::Bench { quick } => bench::bench(quick),
         Command::VmTest { only } => setup::run()

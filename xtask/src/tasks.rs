@@ -69,6 +69,12 @@ pub fn test() -> Result<()> {
         .env("TWMON_IMAGE", &image)
         .args(["test", "--", "--include-ignored"]);
     let mut totals = run_tests(&mut cmd)?;
+    // Every input twmon reads from outside, fuzzed briefly so the targets
+    // cannot rot (`cargo xtask fuzz` runs them longer).
+    crate::fuzz::run(crate::fuzz::TARGETS, 30)?;
+    // Two minutes of churn: memory flat once the table is full, the
+    // population following ss while it has room.
+    crate::soak::soak(2)?;
     // The same scenarios on a real 6.1 kernel with kprobes and fentry.
     let vm = crate::vm::vm_test(None)?;
     totals.passed += vm.passed;

@@ -182,19 +182,28 @@ fn dump(
         let size = socket
             .recv(&mut &mut recv_buf[..], 0)
             .context("receiving the inet_diag dump")?;
-        let mut offset = 0;
-        while offset < size {
-            let bytes = &recv_buf[offset..size];
-            let (len, done) = reply(bytes, family, out)?;
-            if done {
-                return Ok(());
-            }
-            if len == 0 {
-                break;
-            }
-            offset += len;
+        if parse_replies(&recv_buf[..size], family, out)? {
+            return Ok(());
         }
     }
+}
+
+/// Reads the netlink messages of one received buffer, appending the
+/// sockets they describe; true once the dump is over. What the kernel sent
+/// is read here and nowhere else, so this is what the fuzzer feeds.
+pub fn parse_replies(buf: &[u8], family: Family, out: &mut Vec<DiagSocket>) -> Result<bool> {
+    let mut offset = 0;
+    while let Some(bytes) = buf.get(offset..).filter(|b| !b.is_empty()) {
+        let (len, done) = reply(bytes, family, out)?;
+        if done {
+            return Ok(true);
+        }
+        if len == 0 {
+            break;
+        }
+        offset += len;
+    }
+    Ok(false)
 }
 
 /// Reads the netlink message at the start of `bytes`, appending the socket
@@ -229,7 +238,11 @@ fn reply(bytes: &[u8], family: Family, out: &mut Vec<DiagSocket>) -> Result<(usi
              `modprobe tcp_diag` (kernels built with CONFIG_INET_DIAG=m)"
         ),
         NetlinkPayload::Error(err) => {
-            return Err(err.to_io()).context("inet_diag dump refused by the kernel");
+            // Not the crate's to_io(): it negates the code, which
+            // overflows on i32::MIN (found by the diag_reply fuzzer).
+            let errno = i32::try_from(err.raw_code().unsigned_abs()).unwrap_or(i32::MAX);
+            return Err(std::io::Error::from_raw_os_error(errno))
+                .context("inet_diag dump refused by the kernel");
         }
         _ => {}
     }
@@ -248,6 +261,21 @@ fn expires_ms(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_message_with_any_code_is_an_error_not_a_panic() {
+        // Found by the diag_reply fuzzer: NLMSG_ERROR with code i32::MIN.
+        let crash: [u8; 34] = [
+            0x16, 0, 0, 0, 0x02, 0, 0x7e, 0x01, 0, 0x01, 0x80, 0xff, 0x3d, 0x04, 0x10, 0x01, 0, 0,
+            0, 0x80, 0xff, 0x3d, 0x04, 0x10, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x04,
+        ];
+        let mut out = Vec::new();
+        let err = parse_replies(&crash, Family::Ipv4, &mut out).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("refused by the kernel"),
+            "{err:#}"
+        );
+    }
 
     #[test]
     fn port_ranges() {

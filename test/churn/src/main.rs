@@ -27,6 +27,7 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// The destinations' port unless --port says otherwise.
 const PORT: u16 = 7000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,12 +44,17 @@ struct Options {
     duration: Duration,
     /// Stop after this many connections instead (across threads).
     connections: Option<u64>,
+    /// At most this many connections a second (across threads), evenly
+    /// spaced; as fast as possible without.
+    rate: Option<u64>,
+    /// The destinations' port (one churn per port in a namespace).
+    port: u16,
     closer: Closer,
 }
 
 fn usage() -> String {
     "usage: twmon-churn [--threads N] [--destinations N] [--sources N] \
-     [--seconds S | --connections N] [--closer client|server]"
+     [--seconds S | --connections N] [--rate PER_SECOND] [--port N] [--closer client|server]"
         .to_string()
 }
 
@@ -59,6 +65,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
         sources: 250,
         duration: Duration::from_secs(3),
         connections: None,
+        rate: None,
+        port: PORT,
         closer: Closer::Client,
     };
     let mut it = args.iter();
@@ -79,6 +87,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--sources" => opts.sources = number(value()?)?.min(60000) as u16,
             "--seconds" => opts.duration = Duration::from_secs_f64(number(value()?)? as f64),
             "--connections" => opts.connections = Some(number(value()?)?),
+            "--rate" => opts.rate = Some(number(value()?)?),
+            "--port" => opts.port = number(value()?)?.min(65535) as u16,
             "--closer" => {
                 opts.closer = match value()?.as_str() {
                     "client" => Closer::Client,
@@ -97,11 +107,11 @@ fn source(i: u16) -> Ipv4Addr {
     Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1)
 }
 
-/// 127.0.0.D for destination number `i`.
-fn destination(i: u16) -> SocketAddr {
+/// 127.0.0.D:port for destination number `i`.
+fn destination(i: u16, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(
         Ipv4Addr::new(127, 0, 0, i as u8 + 1),
-        PORT,
+        port,
     ))
 }
 
@@ -150,6 +160,10 @@ impl Shared {
             self.stop.store(true, Ordering::Relaxed);
             return None;
         }
+        if let Some(rate) = self.opts.rate {
+            let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         Some(n)
     }
 }
@@ -159,8 +173,10 @@ fn run_client(shared: &Shared, thread: usize, started: Instant) {
     let mut i = thread as u64;
     while shared.next(started).is_some() {
         let src = source((i % u64::from(opts.sources)) as u16);
-        let dst =
-            destination(((i / u64::from(opts.sources)) % u64::from(opts.destinations)) as u16);
+        let dst = destination(
+            ((i / u64::from(opts.sources)) % u64::from(opts.destinations)) as u16,
+            opts.port,
+        );
         i += opts.threads as u64;
         let connected = client(src).and_then(|s| s.connect(&dst.into()).map(|()| s));
         match connected {
@@ -196,10 +212,10 @@ fn run_server(listener: &TcpListener, closer: Closer, stop: &AtomicBool) {
 /// namespace allows (net.core.somaxconn): a queue that overflows drops a
 /// SYN, and the client waits a second to send it again, which would
 /// measure the retransmission timer instead of the churn.
-fn listen() -> std::io::Result<TcpListener> {
+fn listen(port: u16) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT)).into())?;
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into())?;
     socket.listen(65535)?;
     Ok(socket.into())
 }
@@ -213,10 +229,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let listener = match listen() {
+    let listener = match listen(opts.port) {
         Ok(l) => Arc::new(l),
         Err(err) => {
-            eprintln!("twmon-churn: cannot listen on port {PORT}: {err}");
+            eprintln!("twmon-churn: cannot listen on port {}: {err}", opts.port);
             return ExitCode::FAILURE;
         }
     };
@@ -246,7 +262,7 @@ fn main() -> ExitCode {
     shared.stop.store(true, Ordering::Relaxed);
     for _ in &servers {
         // Wakes one server blocked in accept(); it sees the stop flag.
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, PORT));
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, opts.port));
     }
     for s in servers {
         let _ = s.join();

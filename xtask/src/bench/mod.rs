@@ -16,8 +16,8 @@
 //! Prints one table and writes `bench/results.md` and `bench/results.svg`
 //! (`target/bench/` with `--quick`, which CI runs so the bench cannot rot).
 
-mod daemon;
-mod host;
+pub mod daemon;
+pub mod host;
 mod report;
 mod runs;
 
@@ -111,7 +111,7 @@ pub fn bench(quick: bool) -> Result<()> {
     Ok(())
 }
 
-fn build() -> Result<Bins> {
+pub fn build() -> Result<Bins> {
     sh(cargo().current_dir(workspace_root()).args([
         "build",
         "--release",
