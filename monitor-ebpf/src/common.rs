@@ -66,8 +66,28 @@ pub fn count(hook: Hook, why: u32) {
         // lost that way needs the interrupt to land between this load and
         // store while the inner program bumps the same slot. The BPF target
         // has no atomic add in stable Rust, so that window is accepted.
+        let first = *slot == 0;
         *slot += 1;
+        if first && counters::is_loss(why) {
+            first_loss(hook, why);
+        }
     }
+}
+
+/// Says in the daemon's log, once per hook, reason and CPU, that a hook
+/// began losing records: the counters say how many, this says when it
+/// started. Never per event: the slot is non-zero from then on. Numbers,
+/// not names: a string picked from a table is a pointer BPF cannot follow
+/// (the daemon logs the names beside it, from the counters).
+#[inline(never)]
+fn first_loss(hook: Hook, why: u32) {
+    // The context argument is unused by aya-log's ring-buffer transport.
+    aya_log_ebpf::warn!(
+        &(),
+        "a kernel program began losing records: hook {} reason {} (monitor_common::hooks, counters::reason)",
+        hook as u8,
+        why
+    );
 }
 
 /// Counts a transition from `old` to `new`.

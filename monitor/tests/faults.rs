@@ -172,7 +172,11 @@ fn an_overflowing_ring_counts_its_losses_and_snapshots_repair_the_table() {
     assert!(full > 0.0, "{text}");
     assert!(events + lost >= N as f64 && events < N as f64, "{text}");
     // The sockets whose records were lost are in the table all the same
-    // (matches_ss above): the snapshots adopted them.
+    // (matches_ss above): the snapshots adopted them. And the kernel side
+    // said, once, that it began losing records (aya-log).
+    let said = std::iter::from_fn(|| daemon.log.try_recv().ok())
+        .any(|l| l.contains("began losing records"));
+    assert!(said, "no kernel log line about the full ring");
 }
 
 #[test]

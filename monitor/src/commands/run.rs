@@ -31,7 +31,7 @@ use crate::{
     model::hooks::Hook,
     sources::{
         cgroups::{Cgroups, Namer},
-        diag, netns,
+        diag, kernel_log, netns,
         recording::{Meta, Writer},
         ring::{DRAIN_EVERY, Ring},
         snapshots::{self, Pace, Paced, Scope, Snapshots},
@@ -120,6 +120,7 @@ async fn run_async(
     log_scope(&scope);
     let mut probes = probes;
     let recent = probes.recent.take();
+    let kernel_log = probes.kernel_log.take();
     let (exposed, snapshots, recorder) = seed(&opts, scope, probes, recording).await?;
     log::info!(
         "serving metrics on {}://{}/metrics{}",
@@ -134,6 +135,9 @@ async fn run_async(
     let ring = Ring::new(ring)?;
     if let Some(recent) = recent {
         tokio::spawn(age_recent(recent, recent::period(opts.guard_window)));
+    }
+    if let Some(kernel_log) = kernel_log {
+        tokio::spawn(kernel_log::forward(kernel_log));
     }
     serve_until_signal(
         opts.snapshot_pace,

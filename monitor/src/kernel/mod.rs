@@ -115,7 +115,13 @@ pub struct Probes {
     /// The filter of recently closed four-tuples, until the daemon takes
     /// it to age it.
     pub recent: Option<recent::Recent>,
+    /// The kernel programs' log, until the daemon takes it to forward it.
+    pub kernel_log: Option<KernelLog>,
 }
+
+/// The kernel programs' log records (`aya_log_ebpf` warnings, only on
+/// their error paths), forwarded to the daemon's own log.
+pub type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 
 impl Probes {
     /// What the kernel counted: transitions, records each hook lost, by
@@ -258,8 +264,17 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         take_map(&mut ebpf, maps::RECENT)?,
         take_map(&mut ebpf, maps::RECENT_GEN)?,
     )?;
+    // The programs' rare diagnostics (aya-log), for the daemon's log.
+    let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(err) => {
+            log::warn!("the kernel programs' log cannot be read: {err}");
+            None
+        }
+    };
     let probes = Probes {
         _ebpf: ebpf,
+        kernel_log,
         errors,
         transitions,
         program_fds,

@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod decode;
 pub mod diag;
+pub mod kernel_log;
 pub mod netns;
 pub mod recording;
 pub mod ring;
