@@ -2,11 +2,17 @@
 //! `.tools/vm/kernel-<name>/`: the image and the few modules the guest
 //! loads.
 //!
-//! Two kernels, because the hooks differ between them: Debian bookworm's
-//! 6.1 (3-argument `tcp_timewait_state_process`, no reason in
+//! Three kernels, because the hooks differ between them: Debian bullseye's
+//! 5.10 (no recursion guard for tracing programs, so they nest instead of
+//! being skipped, and no count of skipped runs at all), bookworm's 6.1
+//! (3-argument `tcp_timewait_state_process`, no reason in
 //! `tcp:tcp_send_reset`, the purge's kill inlined, kprobes skipped
 //! uncounted) and 6.18 from trixie-backports (5 arguments, reasons, the
 //! kill out of line).
+//!
+//! No package host is named here: the Debian archive and its security
+//! archive are the ones this machine's apt sources use (`apt-get
+//! indextargets`), or TWMON_DEBIAN_MIRROR and TWMON_DEBIAN_SECURITY_MIRROR.
 
 use std::{
     fs,
@@ -23,13 +29,21 @@ pub enum Source {
     /// The package this machine's apt sources (bookworm) name as the
     /// dependency of a metapackage.
     Apt { meta: &'static str },
-    /// The newest `linux-image-<series>.N+…-cloud-amd64` of a suite this
+    /// The newest `linux-image-<series>.…-cloud-amd64` of a suite this
     /// machine has no apt source for, checked against the archive's signed
     /// InRelease, then the index's and the package's SHA-256.
     Archive {
+        archive: Archive,
         suite: &'static str,
         series: &'static str,
     },
+}
+
+/// Which of Debian's archives a suite is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Archive {
+    Main,
+    Security,
 }
 
 pub struct Spec {
@@ -40,6 +54,15 @@ pub struct Spec {
 
 pub const KERNELS: &[Spec] = &[
     Spec {
+        name: "5.10",
+        // Its newest kernels are security updates.
+        source: Source::Archive {
+            archive: Archive::Security,
+            suite: "bullseye-security",
+            series: "5.10",
+        },
+    },
+    Spec {
         name: "6.1",
         source: Source::Apt {
             meta: "linux-image-cloud-amd64",
@@ -48,6 +71,7 @@ pub const KERNELS: &[Spec] = &[
     Spec {
         name: "6.18",
         source: Source::Archive {
+            archive: Archive::Main,
             suite: "trixie-backports",
             series: "6.18",
         },
@@ -62,7 +86,6 @@ const MODULES: &[&str] = &[
     "kernel/drivers/net/veth.ko",
 ];
 
-const MIRROR: &str = "http://deb.debian.org/debian";
 pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 pub struct Kernel {
@@ -102,7 +125,11 @@ pub fn fetch(spec: &Spec) -> Result<Kernel> {
     fs::create_dir_all(&dl)?;
     let (package, deb) = match &spec.source {
         Source::Apt { meta } => apt_download(meta, &dl)?,
-        Source::Archive { suite, series } => archive_download(suite, series, &dl)?,
+        Source::Archive {
+            archive,
+            suite,
+            series,
+        } => archive_download(&mirror(*archive)?, suite, series, &dl)?,
     };
     let tree = dl.join("tree");
     sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
@@ -179,8 +206,53 @@ fn apt_package(meta: &str) -> Result<String> {
         .with_context(|| format!("{meta} depends on no linux-image package"))
 }
 
-fn archive_download(suite: &str, series: &str, dl: &Path) -> Result<(String, PathBuf)> {
-    let dist = format!("{MIRROR}/dists/{suite}");
+/// The base URL of `archive`: from the environment, else from this
+/// machine's apt sources.
+fn mirror(archive: Archive) -> Result<String> {
+    let (var, label) = match archive {
+        Archive::Main => ("TWMON_DEBIAN_MIRROR", "Debian"),
+        Archive::Security => ("TWMON_DEBIAN_SECURITY_MIRROR", "Debian-Security"),
+    };
+    if let Ok(url) = std::env::var(var) {
+        return Ok(url.trim_end_matches('/').to_string());
+    }
+    let targets = output(Command::new("apt-get").args([
+        "indextargets",
+        "--format",
+        "$(REPO_URI) $(ORIGIN) $(LABEL)",
+    ]))
+    .unwrap_or_default();
+    mirror_of(&targets, label).with_context(|| {
+        format!(
+            "no {label} archive in this machine's apt sources (apt-get indextargets): \
+             set {var} to its URL, e.g. a Debian mirror's /debian{}",
+            if archive == Archive::Security {
+                "-security"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// The http(s) repository of `apt-get indextargets` lines whose origin is
+/// Debian and whose label is `label`.
+fn mirror_of(targets: &str, label: &str) -> Option<String> {
+    targets.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (uri, origin, l) = (fields.next()?, fields.next()?, fields.next()?);
+        let web = uri.starts_with("http://") || uri.starts_with("https://");
+        (web && origin == "Debian" && l == label).then(|| uri.trim_end_matches('/').to_string())
+    })
+}
+
+fn archive_download(
+    mirror: &str,
+    suite: &str,
+    series: &str,
+    dl: &Path,
+) -> Result<(String, PathBuf)> {
+    let dist = format!("{mirror}/dists/{suite}");
     let in_release = dl.join("InRelease");
     curl(&format!("{dist}/InRelease"), &in_release)?;
     // Only what the signature covers is read.
@@ -206,7 +278,7 @@ fn archive_download(suite: &str, series: &str, dl: &Path) -> Result<(String, Pat
         pick.package
     );
     let deb = dl.join("kernel.deb");
-    curl(&format!("{MIRROR}/{}", pick.filename), &deb)?;
+    curl(&format!("{mirror}/{}", pick.filename), &deb)?;
     check_sha256(&deb, &pick.sha256)?;
     Ok((pick.package, deb))
 }
@@ -275,11 +347,12 @@ struct Pick {
     sha256: String,
 }
 
-/// The newest `linux-image-<series>.N+…-cloud-amd64` in a Packages index,
-/// by N (not `-dbg` or `-unsigned`).
+/// The newest `linux-image-<series>.…-cloud-amd64` in a Packages index
+/// (not `-dbg` or `-unsigned`), by the numbers after the series in order:
+/// `6.18.15+deb13` is patch 15, `5.10.0-46` ABI 46 of the 5.10 series.
 fn newest_cloud_image(packages: &str, series: &str) -> Option<Pick> {
     let prefix = format!("linux-image-{series}.");
-    let mut best: Option<(u32, Pick)> = None;
+    let mut best: Option<(Vec<u32>, Pick)> = None;
     for stanza in packages.split("\n\n") {
         let field = |name: &str| {
             stanza
@@ -290,25 +363,22 @@ fn newest_cloud_image(packages: &str, series: &str) -> Option<Pick> {
         let Some(package) = field("Package") else {
             continue;
         };
-        let Some(rest) = package.strip_prefix(&prefix) else {
-            continue;
-        };
-        if !package.ends_with("-cloud-amd64") {
-            continue;
-        }
-        let Some(patch) = rest
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|n| n.parse::<u32>().ok())
+        let Some(version) = package
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix("-cloud-amd64"))
         else {
             continue;
         };
+        let key: Vec<u32> = version
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
         let (Some(filename), Some(sha256)) = (field("Filename"), field("SHA256")) else {
             continue;
         };
-        if best.as_ref().is_none_or(|(n, _)| patch > *n) {
+        if best.as_ref().is_none_or(|(k, _)| key > *k) {
             best = Some((
-                patch,
+                key,
                 Pick {
                     package,
                     filename,
@@ -356,6 +426,42 @@ SHA256: 73
             })
         );
         assert_eq!(newest_cloud_image(packages, "6.12"), None);
+        let bullseye = "\
+Package: linux-image-5.10.0-43-cloud-amd64
+Filename: pool/43.deb
+SHA256: 43
+
+Package: linux-image-5.10.0-46-cloud-amd64
+Filename: pool/46.deb
+SHA256: 46
+
+Package: linux-image-5.10.0-9-cloud-amd64
+Filename: pool/9.deb
+SHA256: 09
+";
+        assert_eq!(
+            newest_cloud_image(bullseye, "5.10").map(|p| p.sha256),
+            Some("46".into())
+        );
+    }
+
+    #[test]
+    fn mirrors_come_from_apt_indextargets() {
+        let targets = "\
+http://deb.example/debian-security/ Debian Debian-Security
+cdrom://[Debian]/ Debian Debian
+http://deb.example/debian/ Debian Debian
+https://other.example/ubuntu/ Ubuntu Ubuntu
+";
+        assert_eq!(
+            mirror_of(targets, "Debian").as_deref(),
+            Some("http://deb.example/debian")
+        );
+        assert_eq!(
+            mirror_of(targets, "Debian-Security").as_deref(),
+            Some("http://deb.example/debian-security")
+        );
+        assert_eq!(mirror_of("", "Debian"), None);
     }
 
     #[test]

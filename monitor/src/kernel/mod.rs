@@ -10,11 +10,12 @@ pub mod btf;
 pub mod caps;
 mod functions;
 pub mod host;
+mod missed;
 pub mod recent;
 pub mod tracefs;
 mod tracepoints;
 
-use std::{fmt, os::fd::RawFd, path::PathBuf, str::FromStr};
+use std::{collections::BTreeMap, fmt, os::fd::RawFd, path::PathBuf, str::FromStr};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -108,6 +109,8 @@ pub struct Probes {
     transitions: PerCpuArray<MapData, Transitions>,
     /// fds of the attached programs by hook, valid as long as `_ebpf` lives.
     program_fds: Vec<(Hook, RawFd)>,
+    /// The programs' ids, by which their kprobe links are found.
+    program_ids: BTreeMap<u64, Hook>,
     /// How each hook is attached, and why better methods were refused.
     pub hooks: Hooks,
     /// Whether records carry their network namespace.
@@ -152,6 +155,10 @@ impl Probes {
             if let Some(n) = recursion_misses(fd).filter(|&n| n > 0) {
                 *counts.skipped_runs.entry(hook).or_default() += n;
             }
+        }
+        // Kprobe runs skipped inside another kprobe's handler (6.7+).
+        for (hook, n) in missed::by_hook(&self.program_ids) {
+            *counts.skipped_runs.entry(hook).or_default() += n;
         }
         // Skipped runs a nested program did instead were not lost. Both
         // counts are read a moment apart, so the difference is clamped.
@@ -277,6 +284,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         kernel_log,
         errors,
         transitions,
+        program_ids: missed::program_ids(&program_fds),
         program_fds,
         hooks: statuses,
         netns_known: offsets.netns_known(),

@@ -164,9 +164,15 @@ pub fn timewait_overflow(ctx: &Ctx) {
         "closes",
         &text,
     );
-    // TcpExt.TW counts births on these kernels (checked in timewait_births).
+    // TcpExt.TW counts births from 6.1 on (when the timer is armed); 5.10
+    // counts it when the timer fires, a minute after this scenario, so
+    // there births are checked against the closes and overflows above only.
     let kernel_births = counter_delta(&kernel_before, &kernel_after, "TcpExt.TW") as f64;
-    assert_within(births(&text), kernel_births, slack, "births", &text);
+    if kernel_at_least(6, 1) {
+        assert_within(births(&text), kernel_births, slack, "births", &text);
+    } else {
+        println!("vmtest: info TcpExt.TW +{kernel_births} (counted at expiry on this kernel)");
+    }
     let (status, _) = daemon.terminate();
     assert!(status.success(), "twmon exited with {status}");
 }

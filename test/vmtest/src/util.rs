@@ -73,18 +73,17 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
 
 /// How far a count may fall short of `expected`, as of the exposition
 /// `text`: by the program runs twmon reports lost (each scenario has a
-/// fresh daemon, so all of them are this scenario's; normally 0). And in
-/// kprobe mode by up to half more: a kprobe that fires while another kprobe
-/// handler runs on the CPU (a softirq interrupting one) is skipped, and the
-/// kernel counts that only on the kprobe itself (its own miss count, which
-/// twmon does not read), not in the program's recursion_misses that twmon
-/// reports. Seen on 6.1: 6 of 100 closes, 4 of 10 births through the
-/// keepalive timer; on 6.18: 87 of 100 closes with 6 reported. So kprobe
-/// mode is held to "never more than happened, at least half"; fentry and
-/// tracepoints are exact up to the losses reported.
+/// fresh daemon, so all of them are this scenario's; normally 0). Before
+/// Linux 6.7, in kprobe mode, by up to half more: a kprobe that fires while
+/// another kprobe handler runs on the CPU (a softirq interrupting one) is
+/// skipped, and the kernel counted that only on the kprobe itself, where
+/// twmon cannot read it (seen on 6.1: 6 of 100 closes, 4 of 10 births
+/// through the keepalive timer). From 6.7 the perf link reports it and
+/// twmon counts it, so kprobe mode is exact up to the losses reported, as
+/// fentry and tracepoints are.
 pub fn shortfall(ctx: &Ctx, expected: f64, text: &str) -> f64 {
     let lost = sample(text, "twmon_events_lost_total", "").unwrap_or(0.0);
-    if ctx.mode == "kprobe" {
+    if ctx.mode == "kprobe" && !kernel_at_least(6, 7) {
         lost + (expected / 2.0).ceil()
     } else {
         lost
