@@ -36,7 +36,7 @@ enum Command {
     /// Lint (fmt, clippy for userspace and eBPF) and run every test,
     /// including the ones that need root and a real kernel, and vm-test.
     Test,
-    /// Boot Debian's 6.1 and 6.18 kernels under QEMU and run the in-guest
+    /// Boot Debian's 5.10, 6.1 and 6.18 kernels under QEMU and run the in-guest
     /// scenarios on each.
     VmTest {
         /// Run only the scenarios whose name contains this (for working on

@@ -1,4 +1,4 @@
-//! `cargo xtask vm-test`: boots real Debian kernels (6.1 and 6.18, see
+//! `cargo xtask vm-test`: boots real Debian kernels (5.10, 6.1 and 6.18, see
 //! `kernels`) under QEMU (TCG: KVM is not usable on these machines) with an
 //! initramfs of busybox, the static twmon and the static scenario runner,
 //! and reads the verdict from the serial console. Everything it needs it
