@@ -42,7 +42,11 @@ pub fn by_hook(programs: &BTreeMap<u64, Hook>) -> BTreeMap<Hook, u64> {
         return out;
     };
     for entry in fds.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
             continue;
         };
         let text = fs::read_to_string(entry.path()).unwrap_or_default();
@@ -92,7 +96,8 @@ fn kprobe_missed(fd: RawFd) -> Option<u64> {
 
 /// The missed count in a `bpf_link_info` the kernel filled `len` bytes of.
 fn parse_missed(info: &[u8; INFO_LEN], len: usize) -> Option<u64> {
-    let u32_at = |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+    let u32_at =
+        |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
     let kprobe = matches!(u32_at(16), BPF_PERF_EVENT_KPROBE | BPF_PERF_EVENT_KRETPROBE);
     if len < MISSED_AT + 8 || u32_at(0) != BPF_LINK_TYPE_PERF_EVENT || !kprobe {
         return None;
