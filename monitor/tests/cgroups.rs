@@ -151,4 +151,49 @@ fn timewait_and_refused_binds_are_labelled_with_container_and_pod() {
         Some(1.0),
         "{text}"
     );
+    the_api_and_snapshot_filter_by_pod_and_cgroup(&daemon, &pod, &podman_id);
+}
+
+/// `?pod=` and `?cgroup=` narrow `/api/v1/timewait` to one workload's
+/// sockets, named; `twmon snapshot --pod` asks the same.
+fn the_api_and_snapshot_filter_by_pod_and_cgroup(daemon: &Daemon, pod: &str, podman_id: &str) {
+    let sockets = |body: &str| -> Vec<serde_json::Value> {
+        let doc: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        doc["sockets"].as_array().expect("sockets").clone()
+    };
+    let (status, _, body) = daemon.get(&format!("/api/v1/timewait?pod={pod}&limit=1000"));
+    assert!(status.contains("200"), "{status} {body}");
+    let by_pod = sockets(&body);
+    assert_eq!(by_pod.len() as u64, N, "{body}");
+    assert!(
+        by_pod.iter().all(|s| s["cgroup"]["pod_uid"] == pod),
+        "{body}"
+    );
+    let libpod = format!("/api/v1/timewait?cgroup=libpod-{podman_id}&limit=1000");
+    let (_, _, body) = daemon.get(&libpod);
+    let by_cgroup = sockets(&body);
+    assert_eq!(by_cgroup.len() as u64, N, "{body}");
+    assert!(
+        by_cgroup
+            .iter()
+            .all(|s| s["cgroup"]["container_id"] == podman_id && s["closer"]["comm"] == "python3"),
+        "{body}"
+    );
+    let (_, _, body) = daemon.get("/api/v1/timewait?pod=00000000-0000-0000-0000-000000000000");
+    assert!(sockets(&body).is_empty(), "{body}");
+    let (_, _, body) = daemon.get("/api/v1/summary");
+    assert!(body.contains(pod) && body.contains(podman_id), "{body}");
+
+    let url = format!("http://{}", daemon.addr);
+    let out = Command::new(TWMON)
+        .args([
+            "snapshot", "--json", "--limit", "1000", "--url", &url, "--pod", pod,
+        ])
+        .output()
+        .expect("twmon snapshot");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        sockets(&String::from_utf8_lossy(&out.stdout)).len() as u64,
+        N
+    );
 }

@@ -721,3 +721,17 @@ fn a_thousand_hostile_connections_do_not_keep_a_scrape_out() {
     );
     drop(flood);
 }
+
+#[tokio::test]
+async fn container_filters_say_what_they_need() {
+    let server = start(Limits::default()).await;
+    let empty = exchange(server.addr, &get_request("/api/v1/timewait?pod=")).await;
+    assert_eq!(status(&empty), "HTTP/1.1 400 Bad Request", "{empty}");
+    assert!(empty.contains("pod= is empty: give a pod uid"), "{empty}");
+    // A replay has no host whose cgroups it could name.
+    let replayed = exchange(server.addr, &get_request("/api/v1/timewait?cgroup=nginx")).await;
+    assert_eq!(status(&replayed), "HTTP/1.1 400 Bad Request", "{replayed}");
+    assert!(replayed.contains("need a live daemon"), "{replayed}");
+    let summary = exchange(server.addr, &get_request("/api/v1/summary")).await;
+    assert!(summary.contains(r#""by_cgroup":[]"#), "{summary}");
+}

@@ -15,7 +15,7 @@ use crate::{
         doctor::DoctorOptions, replay::ReplayOptions, run::RunOptions, snapshot::SnapshotOptions,
         top::TopOptions,
     },
-    expose::View,
+    expose::{View, api::Attribution},
     kernel::{LoadOptions, ProbeMode, btf::VMLINUX_BTF},
     sources::snapshots::Pace,
     table::{Filter, Order},
@@ -194,6 +194,13 @@ pub struct SnapshotArgs {
     /// Only sockets closed by a process whose name contains this.
     #[arg(long)]
     pub process: Option<String>,
+    /// Only sockets attributed to a cgroup whose path contains this (a
+    /// service, a container id, a slice).
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub cgroup: Option<String>,
+    /// Only sockets attributed to this Kubernetes pod (its uid).
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub pod: Option<String>,
     /// Sort order.
     #[arg(long, default_value = "age", value_parser = parse::order())]
     pub sort: Order,
@@ -214,6 +221,11 @@ impl SnapshotArgs {
                 port: self.port,
                 process: self.process,
                 netns: self.netns,
+                cgroups: None,
+            },
+            attribution: Attribution {
+                cgroup: self.cgroup,
+                pod: self.pod,
             },
             order: self.sort,
             limit: self.limit,
@@ -435,6 +447,8 @@ mod tests {
             "7",
             "--limit",
             "5",
+            "--pod",
+            "4f1c",
         ];
         let Ok(Command::Snapshot(args)) = parse(&args) else {
             panic!("not snapshot")
@@ -447,8 +461,10 @@ mod tests {
                 port: Some(443),
                 process: Some("curl".into()),
                 netns: Some(7),
+                cgroups: None,
             }
         );
+        assert_eq!(opts.attribution.pod.as_deref(), Some("4f1c"));
         assert_eq!((opts.limit, opts.json), (5, false));
         assert_eq!(opts.target.url, DEFAULT_URL);
     }

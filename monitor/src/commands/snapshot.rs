@@ -1,12 +1,12 @@
 //! `twmon snapshot`: the TIME_WAIT table of a running daemon, from its
 //! `/api/v1/timewait`, or straight from sock_diag when no daemon answers.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use super::runtime::runtime;
 use crate::{
     expose::{
-        api::{self, TimewaitDoc},
+        api::{self, Attribution, TimewaitDoc},
         text,
     },
     model::snapshot::SnapshotRound,
@@ -22,13 +22,15 @@ use crate::{
 pub struct SnapshotOptions {
     pub target: Target,
     pub filter: Filter,
+    /// Containers or pods, which only a running daemon can tell.
+    pub attribution: Attribution,
     pub order: Order,
     pub limit: usize,
     pub json: bool,
 }
 
 pub fn run(opts: &SnapshotOptions) -> Result<()> {
-    let query = timewait_query(&opts.filter, opts.order, opts.limit);
+    let query = timewait_query(&opts.filter, &opts.attribution, opts.order, opts.limit);
     let doc = match runtime()?.block_on(get_json::<TimewaitDoc>(&opts.target, &query)) {
         Ok(doc) => doc,
         Err(GetError::Unreachable(url)) => {
@@ -50,6 +52,12 @@ pub fn run(opts: &SnapshotOptions) -> Result<()> {
 
 /// The table as a one-off dump of this namespace builds it.
 fn from_sock_diag(opts: &SnapshotOptions) -> Result<TimewaitDoc> {
+    if !opts.attribution.is_any() {
+        bail!(
+            "--cgroup and --pod need a running daemon: sock_diag does not say which process \
+             closed a socket. Start one with `twmon run`, or pass its address with --url"
+        );
+    }
     let own = netns::current()?;
     let snap = diag::snapshot_here(own.inode)?;
     let now = snap.taken_ns;

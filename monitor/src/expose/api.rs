@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     model::event::{Comm, DeathCause, Process},
+    sources::cgroups::CgroupName,
     table::{Collision, CollisionKind, Entry, Filter, Key, Order, State, comm_label},
 };
 
@@ -30,6 +31,80 @@ impl From<Process> for ProcessDoc {
     }
 }
 
+/// The cgroup a socket is attributed to: its closing process's, or, for
+/// a close seen in no process (server side), that of a process living in
+/// its network namespace. The names are known to a live daemon only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CgroupDoc {
+    /// The cgroup v2 id, 0 when the closing process was not seen.
+    pub id: u64,
+    /// Relative to the cgroup2 root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
+impl CgroupDoc {
+    fn name(&mut self, name: CgroupName) {
+        self.path = Some(name.path);
+        self.service = name.service;
+        self.container_id = name.container_id;
+        self.pod_uid = name.pod_uid;
+    }
+
+    /// The most telling name for display: pod, container, service, path.
+    pub fn label(&self) -> String {
+        if let Some(pod) = &self.pod_uid {
+            let container = self.container_id.as_deref().unwrap_or("");
+            return format!("pod {pod} {}", &container[..container.len().min(12)]);
+        }
+        if let Some(id) = &self.container_id {
+            return format!("container {}", &id[..id.len().min(12)]);
+        }
+        match (&self.service, &self.path) {
+            (Some(service), _) => service.clone(),
+            (None, Some(path)) => path.clone(),
+            (None, None) => format!("cgroup {}", self.id),
+        }
+    }
+}
+
+/// Names cgroups for the documents: (netns, cgroup id) to a name, where
+/// known. Called outside the state lock (naming may walk the cgroup tree).
+pub type Names<'a> = &'a dyn Fn(u32, u64) -> Option<CgroupName>;
+
+/// Which containers or pods to list: `cgroup=` (a substring of the cgroup
+/// path) and `pod=` (a pod uid, dashed or not).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attribution {
+    pub cgroup: Option<String>,
+    pub pod: Option<String>,
+}
+
+impl Attribution {
+    pub fn is_any(&self) -> bool {
+        self.cgroup.is_none() && self.pod.is_none()
+    }
+
+    pub fn selects(&self, name: &CgroupName) -> bool {
+        let pod = |want: &String| {
+            let plain = |s: &str| s.replace(['-', '_'], "").to_ascii_lowercase();
+            name.pod_uid
+                .as_deref()
+                .is_some_and(|uid| plain(uid) == plain(want))
+        };
+        self.cgroup
+            .as_ref()
+            .is_none_or(|c| name.path.contains(c.as_str()))
+            && self.pod.as_ref().is_none_or(pod)
+    }
+}
+
 /// One timewait socket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SocketDoc {
@@ -50,6 +125,8 @@ pub struct SocketDoc {
     pub confirmed: bool,
     pub segments: u32,
     pub closer: Option<ProcessDoc>,
+    #[serde(default)]
+    pub cgroup: CgroupDoc,
 }
 
 /// `GET /api/v1/timewait`.
@@ -117,6 +194,13 @@ pub struct CountDoc {
     pub count: u64,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CgroupCountDoc {
+    pub netns: u32,
+    pub cgroup: CgroupDoc,
+    pub count: u64,
+}
+
 /// `GET /api/v1/summary`: what `twmon top` shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SummaryDoc {
@@ -135,6 +219,9 @@ pub struct SummaryDoc {
     pub evictions: u64,
     pub by_remote: Vec<CountDoc>,
     pub by_process: Vec<CountDoc>,
+    /// Timewait sockets by the cgroup they are attributed to.
+    #[serde(default)]
+    pub by_cgroup: Vec<CgroupCountDoc>,
     pub pressure: Vec<PressureDoc>,
 }
 
@@ -157,6 +244,10 @@ fn socket_doc(now_ns: u64, key: &Key, e: &Entry) -> SocketDoc {
         confirmed: e.confirmed,
         segments: e.segments,
         closer: e.closer.map(ProcessDoc::from),
+        cgroup: CgroupDoc {
+            id: e.cgroup(),
+            ..CgroupDoc::default()
+        },
     }
 }
 
@@ -257,6 +348,18 @@ pub fn summary(state: &State, now_ns: u64, top_k: usize) -> SummaryDoc {
                 count: *n,
             })
             .collect(),
+        by_cgroup: s
+            .by_cgroup
+            .iter()
+            .map(|((netns, id), n)| CgroupCountDoc {
+                netns: *netns,
+                cgroup: CgroupDoc {
+                    id: *id,
+                    ..CgroupDoc::default()
+                },
+                count: *n,
+            })
+            .collect(),
         pressure: s
             .pressure
             .iter()
@@ -274,6 +377,28 @@ pub fn summary(state: &State, now_ns: u64, top_k: usize) -> SummaryDoc {
     }
 }
 
+/// Fills in the names of the sockets' cgroups, each named once.
+pub fn name_sockets(doc: &mut TimewaitDoc, names: Names) {
+    let mut known = BTreeMap::new();
+    for s in &mut doc.sockets {
+        let name = known
+            .entry((s.netns, s.cgroup.id))
+            .or_insert_with(|| names(s.netns, s.cgroup.id));
+        if let Some(name) = name {
+            s.cgroup.name(name.clone());
+        }
+    }
+}
+
+/// Fills in the names of the summary's cgroups.
+pub fn name_summary(doc: &mut SummaryDoc, names: Names) {
+    for c in &mut doc.by_cgroup {
+        if let Some(name) = names(c.netns, c.cgroup.id) {
+            c.cgroup.name(name);
+        }
+    }
+}
+
 /// `addr:port`, with brackets around an IPv6 address.
 pub fn endpoint(addr: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(addr, port).to_string()
@@ -285,4 +410,49 @@ pub fn closer_label(closer: Option<&ProcessDoc>) -> String {
         || comm_label(Comm::default()),
         |p| format!("{}[{}]", p.comm, p.pid),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attribution_selects_by_path_part_and_pod_uid_however_spelt() {
+        let name = CgroupName::of(
+            "/kubepods.slice/kubepods-pod4f1c2d3e_5a6b_4c7d_8e9f_0123456789ab.slice/\
+             cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope"
+                .into(),
+        );
+        assert_eq!(
+            name.pod_uid.as_deref(),
+            Some("4f1c2d3e-5a6b-4c7d-8e9f-0123456789ab")
+        );
+        let by = |cgroup: Option<&str>, pod: Option<&str>| Attribution {
+            cgroup: cgroup.map(Into::into),
+            pod: pod.map(Into::into),
+        };
+        assert!(by(Some("kubepods.slice"), None).selects(&name));
+        assert!(by(None, Some("4F1C2D3E_5A6B_4C7D_8E9F_0123456789AB")).selects(&name));
+        assert!(
+            by(
+                Some("cri-containerd"),
+                Some("4f1c2d3e-5a6b-4c7d-8e9f-0123456789ab")
+            )
+            .selects(&name)
+        );
+        assert!(!by(Some("nginx.service"), None).selects(&name));
+        assert!(!by(None, Some("4f1c2d3e")).selects(&name));
+        let label = CgroupDoc {
+            id: 3,
+            path: Some(name.path.clone()),
+            service: name.service.clone(),
+            container_id: name.container_id.clone(),
+            pod_uid: name.pod_uid.clone(),
+        }
+        .label();
+        assert_eq!(
+            label,
+            "pod 4f1c2d3e-5a6b-4c7d-8e9f-0123456789ab 0123456789ab"
+        );
+    }
 }

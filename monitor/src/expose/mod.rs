@@ -6,6 +6,7 @@
 pub mod api;
 pub mod doctor;
 pub mod metrics;
+mod queries;
 pub mod scrape;
 pub mod text;
 

@@ -118,6 +118,11 @@ impl Exposed {
         }
     }
 
+    /// The namer of a live daemon; None on replay.
+    pub(super) fn namer(&self) -> Option<&CgroupNamer> {
+        self.namer.as_ref()
+    }
+
     /// A consistent snapshot for one scrape.
     pub fn scrape(&self) -> Scrape {
         let started = Instant::now();

@@ -24,6 +24,7 @@ pub fn top(s: &SummaryDoc, previous: Option<&SummaryDoc>, c: &CollisionsDoc) -> 
     totals(&mut out, s, previous, c);
     pressure(&mut out, s);
     top_lists(&mut out, s);
+    cgroups(&mut out, s);
     collisions(&mut out, c);
     out
 }
@@ -98,6 +99,19 @@ fn top_lists(out: &mut String, s: &SummaryDoc) {
     }
 }
 
+fn cgroups(out: &mut String, s: &SummaryDoc) {
+    if s.by_cgroup.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nTOP CGROUPS (of the closing process, or of the namespace)"
+    );
+    for c in &s.by_cgroup {
+        let _ = writeln!(out, "  {:<74} {:>7}", c.cgroup.label(), c.count);
+    }
+}
+
 fn collisions(out: &mut String, c: &CollisionsDoc) {
     let _ = writeln!(out, "\nRECENT COLLISIONS");
     for col in &c.collisions {
@@ -136,12 +150,12 @@ fn bind_detail(col: &CollisionDoc) -> String {
 /// A fixed-width table, one socket per line.
 pub fn table(doc: &TimewaitDoc) -> String {
     let mut out = format!(
-        "{:<45} {:<45} {:<9} {:>7} {:>7} {:>5} PROCESS\n",
-        "LOCAL", "REMOTE", "STATE", "AGE", "LEFT", "SEGS"
+        "{:<45} {:<45} {:<9} {:>7} {:>7} {:>5} {:<22} CGROUP\n",
+        "LOCAL", "REMOTE", "STATE", "AGE", "LEFT", "SEGS", "PROCESS"
     );
     for s in &doc.sockets {
         out.push_str(&format!(
-            "{:<45} {:<45} {:<9} {:>6.1}s {:>6.1}s {:>5} {}\n",
+            "{:<45} {:<45} {:<9} {:>6.1}s {:>6.1}s {:>5} {:<22} {}\n",
             api::endpoint(s.local_addr, s.local_port),
             api::endpoint(s.remote_addr, s.remote_port),
             s.substate,
@@ -149,6 +163,7 @@ pub fn table(doc: &TimewaitDoc) -> String {
             s.left_seconds,
             s.segments,
             api::closer_label(s.closer.as_ref()),
+            s.cgroup.label(),
         ));
     }
     out.push_str(&format!(
@@ -164,7 +179,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::expose::api::{CollisionDoc, CountDoc, PressureDoc};
+    use crate::expose::api::{CgroupCountDoc, CgroupDoc, CollisionDoc, CountDoc, PressureDoc};
 
     fn summary(now: f64, started: u64) -> SummaryDoc {
         SummaryDoc {
@@ -182,6 +197,17 @@ mod tests {
             }],
             by_process: vec![CountDoc {
                 label: "curl".into(),
+                count: 12,
+            }],
+            by_cgroup: vec![CgroupCountDoc {
+                netns: 0,
+                cgroup: CgroupDoc {
+                    id: 9,
+                    path: Some("/kubepods.slice/pod-x".into()),
+                    service: None,
+                    container_id: Some("0123456789abcdef".into()),
+                    pod_uid: Some("4f1c2d3e-5a6b".into()),
+                },
                 count: 12,
             }],
             pressure: vec![PressureDoc {
@@ -224,6 +250,7 @@ mod tests {
         assert!(text.contains("75%"), "{text}");
         assert!(text.contains("10.0.0.2:80"), "{text}");
         assert!(text.contains("curl"), "{text}");
+        assert!(text.contains("pod 4f1c2d3e-5a6b 0123456789ab"), "{text}");
         assert!(
             text.contains("syn_in_timewait  10.0.0.1:80 -> 10.0.0.2:5555  (derived)"),
             "{text}"

@@ -46,8 +46,7 @@ impl Breakdowns {
         bump(&mut self.by_local_port, (ns, key.tuple.sport), delta);
         let comm = entry.closer.map(|p| p.comm).unwrap_or_default();
         bump(&mut self.by_process, (ns, comm), delta);
-        let cgroup = entry.closer.map_or(0, |p| p.cgroup);
-        bump(&mut self.by_cgroup, (ns, cgroup), delta);
+        bump(&mut self.by_cgroup, (ns, entry.cgroup()), delta);
     }
 
     /// An entry of `key` moved from substate `old` to `new`.

@@ -64,6 +64,14 @@ pub struct Entry {
     pub closer: Option<Process>,
 }
 
+impl Entry {
+    /// The cgroup id it is counted under: its closer's, 0 when the close
+    /// was not seen (the exposition then names it by its namespace).
+    pub fn cgroup(&self) -> u64 {
+        self.closer.map_or(0, |p| p.cgroup)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Most entries tracked; the oldest are evicted (and counted) beyond.

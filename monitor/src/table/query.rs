@@ -1,6 +1,12 @@
 //! Listing the table: which entries ([`Filter`]), in which [`Order`].
 
-use std::{cmp::Ordering, collections::BinaryHeap, fmt, net::IpAddr, str::FromStr};
+use std::{
+    cmp::Ordering,
+    collections::{BTreeSet, BinaryHeap},
+    fmt,
+    net::IpAddr,
+    str::FromStr,
+};
 
 use super::{
     Table,
@@ -81,11 +87,18 @@ pub struct Filter {
     /// Substring of the closing process's name.
     pub process: Option<String>,
     pub netns: Option<u32>,
+    /// Only entries attributed to one of these (netns, cgroup id) pairs, as
+    /// [`Table::cgroup_keys`] lists them: what a container or pod filter
+    /// resolves to once the exposition has named the cgroups.
+    pub cgroups: Option<BTreeSet<(u32, u64)>>,
 }
 
 impl Filter {
     pub fn matches(&self, key: &Key, entry: &Entry) -> bool {
-        self.remote.is_none_or(|r| key.tuple.daddr == r)
+        self.cgroups
+            .as_ref()
+            .is_none_or(|keys| keys.contains(&(key.netns, entry.cgroup())))
+            && self.remote.is_none_or(|r| key.tuple.daddr == r)
             && self
                 .port
                 .is_none_or(|p| key.tuple.sport == p || key.tuple.dport == p)
@@ -99,6 +112,17 @@ impl Filter {
 }
 
 impl Table {
+    /// The (netns, cgroup id) pairs the timewait sockets are attributed to
+    /// (cgroup 0 for a close no process was seen making).
+    pub fn cgroup_keys(&self) -> Vec<(u32, u64)> {
+        self.breakdowns
+            .by_cgroup
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// Entries matching `filter`, in `order`, at most `limit`.
     pub fn list(&self, filter: &Filter, order: Order, limit: usize) -> Vec<(Key, Entry)> {
         // Only the best `limit` are ever held: a 1M-entry table is not

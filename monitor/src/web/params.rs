@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::{
-    expose::api::MAX_LIMIT,
+    expose::api::{Attribution, MAX_LIMIT},
     table::{Filter, Order},
 };
 
@@ -52,12 +52,42 @@ pub fn filter(params: &Params) -> Result<Filter, String> {
         port: param(params, "port", "a port number (e.g. port=443)")?,
         process: params.get("process").cloned(),
         netns: param(params, "netns", "a namespace inode")?,
+        cgroups: None,
     })
 }
 
-/// The query string `twmon snapshot` sends for `filter`, `order` and
-/// `limit`: what [`filter`], [`order`] and [`limit`] read back.
-pub fn timewait_query(filter: &Filter, order: Order, limit: usize) -> String {
+/// `cgroup=` (part of a cgroup path) and `pod=` (a pod uid).
+pub fn attribution(params: &Params) -> Result<Attribution, String> {
+    let text = |name: &str, example: &str| match params.get(name) {
+        Some(v) if v.is_empty() => Err(format!("{name}= is empty: give {example}")),
+        v => Ok(v.cloned()),
+    };
+    Ok(Attribution {
+        cgroup: text(
+            "cgroup",
+            "part of a cgroup path (e.g. cgroup=nginx.service)",
+        )?,
+        pod: text(
+            "pod",
+            "a pod uid (e.g. pod=4f1c2d3e-5a6b-4c7d-8e9f-0123456789ab)",
+        )?,
+    })
+}
+
+/// Percent-encodes all of `value` for a query string.
+fn encode(value: &str) -> String {
+    value.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// The query string `twmon snapshot` sends for `filter`, `attribution`,
+/// `order` and `limit`: what [`filter`], [`attribution`], [`order`] and
+/// [`limit`] read back.
+pub fn timewait_query(
+    filter: &Filter,
+    attribution: &Attribution,
+    order: Order,
+    limit: usize,
+) -> String {
     let mut q = format!("/api/v1/timewait?limit={limit}&sort={order}");
     if let Some(r) = filter.remote {
         q.push_str(&format!("&remote={r}"));
@@ -69,9 +99,14 @@ pub fn timewait_query(filter: &Filter, order: Order, limit: usize) -> String {
         q.push_str(&format!("&netns={n}"));
     }
     if let Some(name) = &filter.process {
-        // A comm is at most 15 bytes of anything; percent-encode all of it.
-        let encoded: String = name.bytes().map(|b| format!("%{b:02X}")).collect();
-        q.push_str(&format!("&process={encoded}"));
+        // A comm is at most 15 bytes of anything.
+        q.push_str(&format!("&process={}", encode(name)));
+    }
+    if let Some(cgroup) = &attribution.cgroup {
+        q.push_str(&format!("&cgroup={}", encode(cgroup)));
+    }
+    if let Some(pod) = &attribution.pod {
+        q.push_str(&format!("&pod={}", encode(pod)));
     }
     q
 }
@@ -105,6 +140,11 @@ mod tests {
         assert!(err.contains("port number"), "{err}");
         let err = filter(&params(&[("netns", "-1")])).unwrap_err();
         assert!(err.contains("namespace inode"), "{err}");
+        let err = attribution(&params(&[("pod", "")])).unwrap_err();
+        assert!(
+            err.contains("pod= is empty") && err.contains("pod uid"),
+            "{err}"
+        );
         let err = top(&params(&[("top", "")]), 10).unwrap_err();
         assert!(err.contains("top="), "{err}");
     }
@@ -127,12 +167,17 @@ mod tests {
             port: Some(443),
             process: Some("a b&c".into()),
             netns: Some(7),
+            cgroups: None,
         };
-        let q = timewait_query(&sent, Order::Left, 5);
+        let who = Attribution {
+            cgroup: Some("/a.slice".into()),
+            pod: Some("4f1c".into()),
+        };
+        let q = timewait_query(&sent, &who, Order::Left, 5);
         assert_eq!(
             q,
             "/api/v1/timewait?limit=5&sort=left&remote=10.0.0.2&port=443&netns=7\
-             &process=%61%20%62%26%63"
+             &process=%61%20%62%26%63&cgroup=%2F%61%2E%73%6C%69%63%65&pod=%34%66%31%63"
         );
         // What the server's query extractor makes of it.
         let query = q.split_once('?').unwrap().1;
@@ -144,6 +189,7 @@ mod tests {
             })
             .collect();
         assert_eq!(filter(&back), Ok(sent));
+        assert_eq!(attribution(&back), Ok(who));
         assert_eq!(order(&back), Ok(Order::Left));
         assert_eq!(limit(&back, 100), Ok(5));
     }

@@ -19,7 +19,7 @@ use super::{
     server::{self, Limits},
 };
 use crate::expose::{
-    Exposed, api,
+    Exposed,
     metrics::{self, CONTENT_TYPE},
 };
 
@@ -42,14 +42,23 @@ fn bad_request(msg: String) -> Response {
 }
 
 async fn timewait_handler(State(source): State<Shared>, Query(q): Query<Params>) -> Response {
-    let parsed = params::filter(&q)
-        .and_then(|filter| Ok((filter, params::order(&q)?, params::limit(&q, 100)?)));
-    let (filter, order, limit) = match parsed {
+    let parsed = params::filter(&q).and_then(|filter| {
+        let attribution = params::attribution(&q)?;
+        Ok((
+            filter,
+            attribution,
+            params::order(&q)?,
+            params::limit(&q, 100)?,
+        ))
+    });
+    let (filter, attribution, order, limit) = match parsed {
         Ok(p) => p,
         Err(msg) => return bad_request(msg),
     };
-    let now = source.now_ns();
-    Json(api::timewait(&source.state(), now, &filter, order, limit)).into_response()
+    match source.timewait(filter, &attribution, order, limit) {
+        Ok(doc) => Json(doc).into_response(),
+        Err(msg) => bad_request(msg),
+    }
 }
 
 async fn collisions_handler(State(source): State<Shared>, Query(q): Query<Params>) -> Response {
@@ -57,8 +66,7 @@ async fn collisions_handler(State(source): State<Shared>, Query(q): Query<Params
         Ok(l) => l,
         Err(msg) => return bad_request(msg),
     };
-    let now = source.now_ns();
-    Json(api::collisions(&source.state(), now, limit)).into_response()
+    Json(source.collisions(limit)).into_response()
 }
 
 async fn summary_handler(State(source): State<Shared>, Query(q): Query<Params>) -> Response {
@@ -66,8 +74,7 @@ async fn summary_handler(State(source): State<Shared>, Query(q): Query<Params>) 
         Ok(t) => t,
         Err(msg) => return bad_request(msg),
     };
-    let now = source.now_ns();
-    Json(api::summary(&source.state(), now, top)).into_response()
+    Json(source.summary(top)).into_response()
 }
 
 /// Serves until `shutdown` completes, as `web` asks and within the
@@ -113,7 +120,7 @@ async fn index() -> Html<&'static str> {
         "<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>",
         "<li><a href=\"/healthz\">/healthz</a>: liveness</li>",
         "<li><a href=\"/api/v1/timewait\">/api/v1/timewait</a>: the TIME_WAIT table ",
-        "(?limit=&amp;remote=&amp;port=&amp;process=&amp;sort=)</li>",
+        "(?limit=&amp;remote=&amp;port=&amp;process=&amp;cgroup=&amp;pod=&amp;sort=)</li>",
         "<li><a href=\"/api/v1/collisions\">/api/v1/collisions</a>: recent four-tuple ",
         "collisions (?limit=)</li>",
         "<li><a href=\"/api/v1/summary\">/api/v1/summary</a>: what twmon top shows</li>",

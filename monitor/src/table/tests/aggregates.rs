@@ -137,3 +137,19 @@ fn list_filters_and_orders_oldest_first() {
         40061
     );
 }
+
+#[test]
+fn list_filters_by_the_cgroup_keys_an_attribution_resolved_to() {
+    let mut table = Table::new(Config::default());
+    close_with_probes(&mut table, SEC, 1, 2, tuple(40060, 80), "curl");
+    close_with_probes(&mut table, 2 * SEC, 3, 4, tuple(40061, 80), "wget");
+    assert_eq!(table.cgroup_keys(), vec![(NS, 7)]);
+    let only = |keys: &[(u32, u64)]| Filter {
+        cgroups: Some(keys.iter().copied().collect()),
+        ..Filter::default()
+    };
+    assert_eq!(table.list(&only(&[(NS, 7)]), Order::Age, 10).len(), 2);
+    // The same id in another namespace is another cgroup key.
+    assert!(table.list(&only(&[(NS + 1, 7)]), Order::Age, 10).is_empty());
+    assert!(table.list(&only(&[]), Order::Age, 10).is_empty());
+}
