@@ -10,7 +10,7 @@ use std::{
     path::Path,
 };
 
-use crate::util::TWMON;
+use crate::util::{TWMON, doctor};
 use testkit::{Daemon, TestNetns, require_root, sample};
 
 fn start(ns: &TestNetns) -> Daemon {
@@ -27,25 +27,6 @@ fn collisions(text: &str, kind: &str) -> f64 {
         &format!(r#"kind="{kind}""#),
     )
     .unwrap_or(-1.0)
-}
-
-/// `twmon doctor --json` against `daemon`: its exit status and the ids of
-/// its findings, worst first.
-fn doctor(daemon: &Daemon) -> (Option<i32>, Vec<String>) {
-    let out = std::process::Command::new(TWMON)
-        .args(["doctor", "--json", "--url"])
-        .arg(format!("http://{}", daemon.addr))
-        .output()
-        .expect("running twmon doctor");
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("doctor printed no JSON ({e}): {out:?}"));
-    let ids = doc["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f["id"].as_str().map(str::to_string))
-        .collect();
-    (out.status.code(), ids)
 }
 
 fn loopback() -> SocketAddr {
@@ -145,6 +126,13 @@ fn reconnect_from_the_same_port_without_timestamps_fails_and_is_counted() {
     // The old incarnation is still there, protected.
     population_matches_ss(&daemon, &ns);
     assert!(ns.ss_timewait().0 >= 1);
+    // tcp_tw_reuse (2, loopback only, by default) cannot work here.
+    let (status, ids) = doctor(&daemon);
+    assert!(
+        ids.iter().any(|i| i == "reuse-without-timestamps"),
+        "{ids:?}"
+    );
+    assert_eq!(status, Some(2), "EADDRNOTAVAIL makes it critical: {ids:?}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod container;
 mod dashboards;
 mod dashboards_live;
 mod deploy;
+mod doctor;
 mod e2e;
 mod faults;
 mod hazards;

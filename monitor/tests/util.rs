@@ -11,6 +11,25 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 /// The twmon binary cargo built for these tests.
 pub const TWMON: &str = env!("CARGO_BIN_EXE_twmon");
 
+/// `twmon doctor --json` against `daemon`: its exit status and the ids of
+/// its findings, worst first.
+pub fn doctor(daemon: &testkit::Daemon) -> (Option<i32>, Vec<String>) {
+    let out = std::process::Command::new(TWMON)
+        .args(["doctor", "--json", "--url"])
+        .arg(format!("http://{}", daemon.addr))
+        .output()
+        .expect("running twmon doctor");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor printed no JSON ({e}): {out:?}"));
+    let ids = doc["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["id"].as_str().map(str::to_string))
+        .collect();
+    (out.status.code(), ids)
+}
+
 /// A throwaway CA that signed a server certificate for localhost and
 /// 127.0.0.1 and a client certificate, as PEM files in a fresh directory
 /// that is removed on drop: ca.pem, server.pem, server.key, client.pem,

@@ -32,10 +32,12 @@ pub fn run(opts: &DoctorOptions) -> Result<i32> {
         Err(GetError::Unreachable(url)) => from_sock_diag(&url)?,
         Err(GetError::Other(err)) => return Err(err),
     };
-    // Not exported: read where doctor runs (the host, for a local daemon).
-    inputs.timestamps = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_timestamps")
-        .ok()
-        .and_then(|t| t.trim().parse().ok());
+    // A replay does not know it: read it where doctor runs.
+    if inputs.timestamps.is_none() {
+        inputs.timestamps = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_timestamps")
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+    }
     let diagnosis: Diagnosis = doctor::diagnose(&inputs);
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&diagnosis)?);

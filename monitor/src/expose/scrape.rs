@@ -235,6 +235,7 @@ impl Scrape {
                 tw_reuse: Some(2),
                 port_range: Some((32768, 60999)),
                 fin_timeout_s: Some(60),
+                timestamps: Some(1),
             },
         );
         t.by_cgroup = vec![((0, 7), 1)];

@@ -30,6 +30,9 @@ pub struct Knobs {
     pub port_range: Option<(u16, u16)>,
     /// net.ipv4.tcp_fin_timeout, seconds: the FIN_WAIT2 substate's life.
     pub fin_timeout_s: Option<u64>,
+    /// net.ipv4.tcp_timestamps: tcp_tw_reuse takes over a four-tuple only
+    /// with them on. Not kept in recordings.
+    pub timestamps: Option<u64>,
 }
 
 impl Knobs {

@@ -124,6 +124,7 @@ pub fn knobs_here() -> Knobs {
         tw_reuse: number("tcp_tw_reuse"),
         port_range: read("ip_local_port_range").and_then(|s| parse_port_range(&s)),
         fin_timeout_s: number("tcp_fin_timeout"),
+        timestamps: number("tcp_timestamps"),
     }
 }
 

@@ -25,7 +25,8 @@ pub struct Inputs {
     pub population: f64,
     pub max_tw_buckets: Option<f64>,
     pub tw_reuse: Option<f64>,
-    /// net.ipv4.tcp_timestamps, read where twmon runs (not exported).
+    /// net.ipv4.tcp_timestamps of the watched namespace; where doctor runs
+    /// when the daemon does not say (a replay).
     pub timestamps: Option<f64>,
     pub fin_timeout_s: Option<f64>,
     /// Counters since the daemon started; `None` where not counted.
@@ -84,7 +85,7 @@ impl Inputs {
             population: value(&s, "twmon_timewait_sockets").unwrap_or(0.0),
             max_tw_buckets: value(&s, "twmon_tcp_max_tw_buckets"),
             tw_reuse: value(&s, "twmon_tcp_tw_reuse"),
-            timestamps: None,
+            timestamps: value(&s, "twmon_tcp_timestamps"),
             fin_timeout_s: value(&s, "twmon_tcp_fin_timeout_seconds"),
             overflows: value(&s, "twmon_timewait_overflow_total"),
             eaddrnotavail: value(&s, "twmon_connect_eaddrnotavail_total"),

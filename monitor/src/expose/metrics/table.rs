@@ -205,19 +205,24 @@ pub fn knobs(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
         "twmon_tcp_fin_timeout_seconds",
         "net.ipv4.tcp_fin_timeout: how long an orphaned FIN_WAIT2 lives.",
     )?;
+    let timestamps = knob(
+        "twmon_tcp_timestamps",
+        "net.ipv4.tcp_timestamps: 0 off; tcp_tw_reuse needs them on.",
+    )?;
     for (&netns, k) in &scrape.table.knobs {
         for (vec, value) in [
             (&range, k.port_range_size()),
             (&buckets, k.max_tw_buckets),
             (&reuse, k.tw_reuse),
             (&fin, k.fin_timeout_s),
+            (&timestamps, k.timestamps),
         ] {
             if let Some(v) = value {
                 set(vec, per, netns, &[], v);
             }
         }
     }
-    for vec in [range, buckets, reuse, fin] {
+    for vec in [range, buckets, reuse, fin, timestamps] {
         register(registry, vec)?;
     }
     Ok(())

@@ -336,6 +336,7 @@ mod tests {
                     tw_reuse: Some(2),
                     port_range: Some((32768, 60999)),
                     fin_timeout_s: None,
+                    timestamps: None,
                 },
             }],
             existing: Some(vec![7, 8]),

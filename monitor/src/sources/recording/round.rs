@@ -109,6 +109,8 @@ pub(super) fn decode_round(payload: &[u8]) -> Result<SnapshotRound, String> {
                 tw_reuse,
                 port_range: has_range.then_some((lo, hi)),
                 fin_timeout_s,
+                // Format 3 does not record it.
+                timestamps: None,
             },
         });
     }
