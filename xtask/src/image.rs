@@ -18,7 +18,8 @@ pub const NAME: &str = "localhost/twmon";
 /// Builds the image; returns its `name:tag`.
 pub fn build() -> Result<String> {
     let root = workspace_root();
-    let binary = setup::build_static(&[("monitor", "twmon")])?.join("twmon");
+    let binary =
+        setup::build_static(crate::arch::Arch::host(), &[("monitor", "twmon")])?.join("twmon");
     let context = root.join("target/image-context");
     let _ = fs::remove_dir_all(&context);
     fs::create_dir_all(&context).with_context(|| format!("creating {}", context.display()))?;

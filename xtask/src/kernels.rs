@@ -8,7 +8,9 @@
 //! (3-argument `tcp_timewait_state_process`, no reason in
 //! `tcp:tcp_send_reset`, the purge's kill inlined, kprobes skipped
 //! uncounted) and 6.18 from trixie-backports (5 arguments, reasons, the
-//! kill out of line).
+//! kill out of line); and 6.18 again for arm64, whose kprobes read their
+//! arguments from other registers (and whose 6.1 and older Debian kernels
+//! cannot attach fentry at all: no direct calls before 6.4).
 //!
 //! No package host is named here: the Debian archive and its security
 //! archive are the ones this machine's apt sources use (`apt-get
@@ -22,14 +24,17 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{output, run as sh, workspace_root};
+use crate::{
+    arch::Arch,
+    util::{output, run as sh, workspace_root},
+};
 
 /// Where a kernel package comes from.
 pub enum Source {
     /// The package this machine's apt sources (bookworm) name as the
     /// dependency of a metapackage.
     Apt { meta: &'static str },
-    /// The newest `linux-image-<series>.…-cloud-amd64` of a suite this
+    /// The newest `linux-image-<series>.…-cloud-<arch>` of a suite this
     /// machine has no apt source for, checked against the archive's signed
     /// InRelease, then the index's and the package's SHA-256.
     Archive {
@@ -49,12 +54,14 @@ pub enum Archive {
 pub struct Spec {
     /// Short name for logs and the cache directory.
     pub name: &'static str,
+    pub arch: Arch,
     pub source: Source,
 }
 
 pub const KERNELS: &[Spec] = &[
     Spec {
         name: "5.10",
+        arch: Arch::Amd64,
         // Its newest kernels are security updates.
         source: Source::Archive {
             archive: Archive::Security,
@@ -64,12 +71,23 @@ pub const KERNELS: &[Spec] = &[
     },
     Spec {
         name: "6.1",
+        arch: Arch::Amd64,
         source: Source::Apt {
             meta: "linux-image-cloud-amd64",
         },
     },
     Spec {
         name: "6.18",
+        arch: Arch::Amd64,
+        source: Source::Archive {
+            archive: Archive::Main,
+            suite: "trixie-backports",
+            series: "6.18",
+        },
+    },
+    Spec {
+        name: "6.18-arm64",
+        arch: Arch::Arm64,
         source: Source::Archive {
             archive: Archive::Main,
             suite: "trixie-backports",
@@ -77,6 +95,10 @@ pub const KERNELS: &[Spec] = &[
         },
     },
 ];
+
+/// Where a foreign architecture's static busybox comes from (the host's
+/// own is the busybox-static package).
+const BUSYBOX_SUITE: &str = "trixie";
 
 /// Modules the guest needs: inet_diag for sock_diag dumps (built as modules
 /// in Debian), veth for multi-host scenarios. Newer packages compress them.
@@ -90,6 +112,7 @@ pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 pub struct Kernel {
     pub name: &'static str,
+    pub arch: Arch,
     pub vmlinuz: PathBuf,
     pub modules: Vec<PathBuf>,
 }
@@ -110,6 +133,7 @@ pub fn fetch(spec: &Spec) -> Result<Kernel> {
     let stamp = dir.join("PACKAGE");
     let kernel = Kernel {
         name: spec.name,
+        arch: spec.arch,
         vmlinuz: dir.join("vmlinuz"),
         modules: MODULES
             .iter()
@@ -120,7 +144,10 @@ pub fn fetch(spec: &Spec) -> Result<Kernel> {
         return Ok(kernel);
     }
 
-    let dl = dir.with_extension("download");
+    // Not with_extension: the name's dots ("6.18") are no extension.
+    let dl = workspace_root()
+        .join(".tools/vm")
+        .join(format!("kernel-{}.download", spec.name));
     let _ = fs::remove_dir_all(&dl);
     fs::create_dir_all(&dl)?;
     let (package, deb) = match &spec.source {
@@ -129,7 +156,7 @@ pub fn fetch(spec: &Spec) -> Result<Kernel> {
             archive,
             suite,
             series,
-        } => archive_download(&mirror(*archive)?, suite, series, &dl)?,
+        } => archive_download(&mirror(*archive)?, suite, series, spec.arch, &dl)?,
     };
     let tree = dl.join("tree");
     sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
@@ -250,12 +277,31 @@ fn archive_download(
     mirror: &str,
     suite: &str,
     series: &str,
+    arch: Arch,
     dl: &Path,
 ) -> Result<(String, PathBuf)> {
+    let packages = signed_index(mirror, suite, arch, dl)?;
+    let pick = newest_cloud_image(&packages, series, arch).with_context(|| {
+        format!(
+            "{suite} has no linux-image-{series}.*-cloud-{} any more",
+            arch.deb()
+        )
+    })?;
+    eprintln!(
+        "xtask: downloading {} from {suite} for the QEMU guest",
+        pick.package
+    );
+    let deb = dl.join("kernel.deb");
+    download(mirror, &pick, &deb)?;
+    Ok((pick.package, deb))
+}
+
+/// The `main` package index of `suite` for `arch`, checked against the
+/// suite's InRelease, whose signature is checked against Debian's keyring.
+fn signed_index(mirror: &str, suite: &str, arch: Arch, dl: &Path) -> Result<String> {
     let dist = format!("{mirror}/dists/{suite}");
     let in_release = dl.join("InRelease");
     curl(&format!("{dist}/InRelease"), &in_release)?;
-    // Only what the signature covers is read.
     let signed = dl.join("Release");
     sh(Command::new("gpgv")
         .args(["--quiet", "--keyring", KEYRING, "--output"])
@@ -263,24 +309,60 @@ fn archive_download(
         .arg(&in_release))
     .with_context(|| format!("{suite}'s InRelease is not signed by a key in {KEYRING}"))?;
     let release = fs::read_to_string(&signed)?;
-    let index = "main/binary-amd64/Packages.xz";
-    let (index_sha, _) = release_sha256(&release, index)
+    let index = format!("main/binary-{}/Packages.xz", arch.deb());
+    let (index_sha, _) = release_sha256(&release, &index)
         .with_context(|| format!("{suite}'s Release lists no {index}"))?;
     let packages_xz = dl.join("Packages.xz");
     curl(&format!("{dist}/{index}"), &packages_xz)?;
     check_sha256(&packages_xz, &index_sha)?;
-    let packages = unxz(&packages_xz)?;
-    let packages = String::from_utf8_lossy(&packages);
-    let pick = newest_cloud_image(&packages, series)
-        .with_context(|| format!("{suite} has no linux-image-{series}.*-cloud-amd64 any more"))?;
+    Ok(String::from_utf8_lossy(&unxz(&packages_xz)?).into_owned())
+}
+
+/// Downloads the package `pick` names to `to`, checking its SHA-256.
+fn download(mirror: &str, pick: &Pick, to: &Path) -> Result<()> {
+    curl(&format!("{mirror}/{}", pick.filename), to)?;
+    check_sha256(to, &pick.sha256)
+}
+
+/// A static busybox for `arch`'s guests: the host's own (Debian's
+/// busybox-static) or one from the archive, checked as kernels are and
+/// cached in `.tools/vm/busybox-<arch>`.
+pub fn busybox(arch: Arch) -> Result<PathBuf> {
+    if arch == Arch::host() {
+        return Ok(PathBuf::from("/bin/busybox"));
+    }
+    let cached = workspace_root()
+        .join(".tools/vm")
+        .join(format!("busybox-{}", arch.deb()));
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    let dl = workspace_root()
+        .join(".tools/vm")
+        .join(format!("busybox-{}.download", arch.deb()));
+    let _ = fs::remove_dir_all(&dl);
+    fs::create_dir_all(&dl)?;
+    let mirror = mirror(Archive::Main)?;
+    let packages = signed_index(&mirror, BUSYBOX_SUITE, arch, &dl)?;
+    let pick = package(&packages, "busybox-static")
+        .with_context(|| format!("{BUSYBOX_SUITE} has no busybox-static for {}", arch.deb()))?;
     eprintln!(
-        "xtask: downloading {} from {suite} for the QEMU guest",
-        pick.package
+        "xtask: downloading busybox-static ({}) from {BUSYBOX_SUITE}",
+        arch.deb()
     );
-    let deb = dl.join("kernel.deb");
-    curl(&format!("{mirror}/{}", pick.filename), &deb)?;
-    check_sha256(&deb, &pick.sha256)?;
-    Ok((pick.package, deb))
+    let deb = dl.join("busybox.deb");
+    download(&mirror, &pick, &deb)?;
+    let tree = dl.join("tree");
+    sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    // /usr/bin since trixie merged /usr, /bin before.
+    let binary = ["usr/bin/busybox", "bin/busybox"]
+        .iter()
+        .map(|p| tree.join(p))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{} has no busybox in /usr/bin or /bin", pick.package))?;
+    fs::copy(binary, &cached)?;
+    let _ = fs::remove_dir_all(&dl);
+    Ok(cached)
 }
 
 fn unxz(file: &Path) -> Result<Vec<u8>> {
@@ -350,44 +432,42 @@ struct Pick {
 /// The newest `linux-image-<series>.…-cloud-amd64` in a Packages index
 /// (not `-dbg` or `-unsigned`), by the numbers after the series in order:
 /// `6.18.15+deb13` is patch 15, `5.10.0-46` ABI 46 of the 5.10 series.
-fn newest_cloud_image(packages: &str, series: &str) -> Option<Pick> {
-    let prefix = format!("linux-image-{series}.");
-    let mut best: Option<(Vec<u32>, Pick)> = None;
-    for stanza in packages.split("\n\n") {
+/// The stanza of package `name` in a Packages index.
+fn package(packages: &str, name: &str) -> Option<Pick> {
+    stanzas(packages).find(|p| p.package == name)
+}
+
+/// The index's packages, with where each is and its checksum.
+fn stanzas(packages: &str) -> impl Iterator<Item = Pick> + '_ {
+    packages.split("\n\n").filter_map(|stanza| {
         let field = |name: &str| {
             stanza
                 .lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
                 .map(str::to_string)
         };
-        let Some(package) = field("Package") else {
-            continue;
-        };
-        let Some(version) = package
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix("-cloud-amd64"))
-        else {
-            continue;
-        };
-        let key: Vec<u32> = version
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        let (Some(filename), Some(sha256)) = (field("Filename"), field("SHA256")) else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|(k, _)| key > *k) {
-            best = Some((
-                key,
-                Pick {
-                    package,
-                    filename,
-                    sha256,
-                },
-            ));
-        }
-    }
-    best.map(|(_, pick)| pick)
+        Some(Pick {
+            package: field("Package")?,
+            filename: field("Filename")?,
+            sha256: field("SHA256")?,
+        })
+    })
+}
+
+fn newest_cloud_image(packages: &str, series: &str, arch: Arch) -> Option<Pick> {
+    let prefix = format!("linux-image-{series}.");
+    let suffix = format!("-cloud-{}", arch.deb());
+    stanzas(packages)
+        .filter_map(|pick| {
+            let version = pick.package.strip_prefix(&prefix)?.strip_suffix(&suffix)?;
+            let key: Vec<u32> = version
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            Some((key, pick))
+        })
+        .max_by(|(a, _), (b, _)| a.cmp(b))
+        .map(|(_, pick)| pick)
 }
 
 #[cfg(test)]
@@ -418,14 +498,15 @@ Filename: pool/seven.deb
 SHA256: 73
 ";
         assert_eq!(
-            newest_cloud_image(packages, "6.18"),
+            newest_cloud_image(packages, "6.18", Arch::Amd64),
             Some(Pick {
                 package: "linux-image-6.18.15+deb13-cloud-amd64".into(),
                 filename: "pool/a_6.18.15.deb".into(),
                 sha256: "15".into(),
             })
         );
-        assert_eq!(newest_cloud_image(packages, "6.12"), None);
+        assert_eq!(newest_cloud_image(packages, "6.12", Arch::Amd64), None);
+        assert_eq!(newest_cloud_image(packages, "6.18", Arch::Arm64), None);
         let bullseye = "\
 Package: linux-image-5.10.0-43-cloud-amd64
 Filename: pool/43.deb
@@ -440,9 +521,31 @@ Filename: pool/9.deb
 SHA256: 09
 ";
         assert_eq!(
-            newest_cloud_image(bullseye, "5.10").map(|p| p.sha256),
+            newest_cloud_image(bullseye, "5.10", Arch::Amd64).map(|p| p.sha256),
             Some("46".into())
         );
+    }
+
+    #[test]
+    fn arm64_images_and_a_named_package_are_found() {
+        let packages = "\
+Package: linux-image-6.18.15+deb13-cloud-arm64
+Filename: pool/arm.deb
+SHA256: a1
+
+Package: busybox-static
+Filename: pool/busybox.deb
+SHA256: b2
+";
+        assert_eq!(
+            newest_cloud_image(packages, "6.18", Arch::Arm64).map(|p| p.filename),
+            Some("pool/arm.deb".into())
+        );
+        assert_eq!(
+            package(packages, "busybox-static").map(|p| p.sha256),
+            Some("b2".into())
+        );
+        assert_eq!(package(packages, "busybox"), None);
     }
 
     #[test]

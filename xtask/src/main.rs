@@ -3,6 +3,7 @@
 //! `cargo xtask setup` makes a fresh machine ready; `run` and `test` call it
 //! first, so each is a single command on a machine that has only rustup.
 
+mod arch;
 mod bench;
 mod fuzz;
 mod image;
@@ -36,13 +37,16 @@ enum Command {
     /// Lint (fmt, clippy for userspace and eBPF) and run every test,
     /// including the ones that need root and a real kernel, and vm-test.
     Test,
-    /// Boot Debian's 5.10, 6.1 and 6.18 kernels under QEMU and run the in-guest
-    /// scenarios on each.
+    /// Boot Debian's 5.10, 6.1 and 6.18 x86_64 kernels and its 6.18 arm64
+    /// kernel under QEMU and run the in-guest scenarios on each.
     VmTest {
         /// Run only the scenarios whose name contains this (for working on
         /// one; `test` always runs them all).
         #[arg(long, value_name = "SCENARIO")]
         only: Option<String>,
+        /// Boot only this kernel (5.10, 6.1, 6.18 or 6.18-arm64).
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
     },
     /// Run every cargo-fuzz target (fuzz/) for a bounded time; a crash
     /// fails it and names the input saved under fuzz/artifacts/.
@@ -92,8 +96,8 @@ fn main() {
         Command::Soak { minutes } => setup::run().and_then(|()| soak::soak(minutes)),
         Command::Image => setup::run().and_then(|()| image::build()).map(|_| ()),
         Command::Bench { quick } => bench::bench(quick),
-        Command::VmTest { only } => setup::run()
-            .and_then(|()| vm::vm_test(only.as_deref()))
+        Command::VmTest { only, kernel } => setup::run()
+            .and_then(|()| vm::vm_test(only.as_deref(), kernel.as_deref()))
             .map(|v| {
                 println!("vm-test: {} passed, {} failed", v.passed, v.failed);
             }),

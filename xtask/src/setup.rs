@@ -11,12 +11,13 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{self, is_root, on_path, output, run as sh, workspace_root};
+use crate::{
+    arch::Arch,
+    util::{self, is_root, on_path, output, run as sh, workspace_root},
+};
 
 /// The toolchain aya-build compiles the eBPF crate with.
 pub const NIGHTLY: &str = "nightly";
-/// The static target the QEMU test binary is built for.
-pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests use, by the command that proves each is there.
@@ -51,7 +52,7 @@ const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 pub fn run() -> Result<()> {
     let sysroot = nightly_toolchain()?;
     rust_src(&sysroot)?;
-    musl_target()?;
+    musl_target(Arch::host())?;
     bpf_linker(&sysroot)?;
     debian_packages()?;
     kubernetes_validate()?;
@@ -99,18 +100,21 @@ fn rust_src(sysroot: &Path) -> Result<()> {
     sh(rustup().args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
 }
 
-fn musl_target() -> Result<()> {
+/// The static target of `arch`: the container image's and the QEMU
+/// guests' binaries.
+pub fn musl_target(arch: Arch) -> Result<()> {
+    let target = arch.musl_target();
     let sysroot = output(Command::new("rustc").args(["--print", "sysroot"]))
         .context("`rustc --print sysroot` failed")?;
     if Path::new(sysroot.trim())
         .join("lib/rustlib")
-        .join(MUSL_TARGET)
+        .join(target)
         .is_dir()
     {
         return Ok(());
     }
-    eprintln!("xtask: adding target {MUSL_TARGET} (static test binary for the QEMU kernel)");
-    sh(rustup().args(["target", "add", MUSL_TARGET]))
+    eprintln!("xtask: adding target {target} (static binaries for images and QEMU guests)");
+    sh(rustup().args(["target", "add", target]))
 }
 
 /// Where setup puts bpf-linker: inside the checkout, so nothing global moves.
@@ -229,16 +233,18 @@ fn debian_packages() -> Result<()> {
 
 /// Builds static (musl) release binaries, given as (package, bin) pairs;
 /// returns the directory they are in.
-pub fn build_static(bins: &[(&str, &str)]) -> Result<PathBuf> {
+pub fn build_static(arch: Arch, bins: &[(&str, &str)]) -> Result<PathBuf> {
     let root = workspace_root();
+    let target = arch.musl_target();
     let mut cmd = crate::util::cargo();
     cmd.current_dir(&root)
-        .args(["build", "--release", "--target", MUSL_TARGET]);
+        .args(["build", "--release", "--target", target]);
+    arch.cross_env(&mut cmd);
     for (package, bin) in bins {
         cmd.args(["--package", package, "--bin", bin]);
     }
     sh(&mut cmd)?;
-    Ok(root.join("target").join(MUSL_TARGET).join("release"))
+    Ok(root.join("target").join(target).join("release"))
 }
 
 /// kubernetes-validate in its own virtualenv under .tools/.

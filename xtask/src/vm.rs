@@ -1,7 +1,8 @@
-//! `cargo xtask vm-test`: boots real Debian kernels (5.10, 6.1 and 6.18, see
-//! `kernels`) under QEMU (TCG: KVM is not usable on these machines) with an
-//! initramfs of busybox, the static twmon and the static scenario runner,
-//! and reads the verdict from the serial console. Everything it needs it
+//! `cargo xtask vm-test`: boots real Debian kernels (5.10, 6.1 and 6.18 for
+//! x86_64, 6.18 for arm64, see `kernels`) under QEMU (TCG: KVM is not
+//! usable on these machines) with an initramfs of busybox, the static twmon
+//! and the static scenario runner built for the guest's architecture, and
+//! reads the verdict from the serial console. Everything it needs it
 //! installs or downloads itself and caches in `.tools/vm/`.
 
 use std::{
@@ -18,6 +19,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    arch::Arch,
     kernels::{self, KERNELS, Kernel},
     setup,
     util::{on_path, output, workspace_root},
@@ -33,25 +35,47 @@ pub struct Verdict {
     pub failed: u64,
 }
 
-/// Runs the guest scenarios (those whose name contains `only`, if given);
-/// the caller has run `setup` already.
-pub fn vm_test(only: Option<&str>) -> Result<Verdict> {
+/// Runs the guest scenarios (those whose name contains `only`, if given)
+/// on every kernel, or on the one named `kernel`; the caller has run
+/// `setup` already.
+pub fn vm_test(only: Option<&str>, kernel: Option<&str>) -> Result<Verdict> {
     // It travels on the kernel command line, which splits on spaces.
     if let Some(only) = only
         && (only.is_empty() || !only.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
     {
         bail!("--only takes part of a scenario name (letters, digits, _), not {only:?}");
     }
-    packages()?;
-    let bins = build_guest_binaries()?;
+    let kernels: Vec<&kernels::Spec> = KERNELS
+        .iter()
+        .filter(|k| kernel.is_none_or(|name| k.name == name))
+        .collect();
+    if kernels.is_empty() {
+        let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
+        bail!(
+            "--kernel {:?} is none of vm-test's kernels: {}",
+            kernel.unwrap_or_default(),
+            names.join(", ")
+        );
+    }
+    let mut arches: Vec<Arch> = kernels.iter().map(|k| k.arch).collect();
+    arches.sort_unstable();
+    arches.dedup();
+    packages(&arches)?;
+    let mut bins = Vec::new();
+    for &arch in &arches {
+        bins.push((arch, build_guest_binaries(arch)?));
+    }
     // Every kernel runs, so one failing does not hide how the other does.
     let mut total = Verdict::default();
     let mut failures = Vec::new();
-    for spec in KERNELS {
+    for spec in kernels {
+        let Some((_, bins)) = bins.iter().find(|(a, _)| *a == spec.arch) else {
+            continue;
+        };
         let verdict = kernels::fetch(spec)
             .and_then(|kernel| {
-                let initrd = initramfs(&kernel, &bins)?;
-                boot(&kernel.vmlinuz, &initrd, only)
+                let initrd = initramfs(&kernel, bins)?;
+                boot(kernel.arch, &kernel.vmlinuz, &initrd, only)
             })
             .with_context(|| format!("kernel {}", spec.name));
         match verdict {
@@ -68,10 +92,17 @@ pub fn vm_test(only: Option<&str>) -> Result<Verdict> {
     Ok(total)
 }
 
-fn packages() -> Result<()> {
+/// What booting guests of `arches` needs: QEMU for each, a C compiler and
+/// a Rust target to build their binaries, busybox and the tools that fetch
+/// and check Debian packages.
+fn packages(arches: &[Arch]) -> Result<()> {
     let mut missing = Vec::new();
-    if !on_path("qemu-system-x86_64") {
-        missing.push("qemu-system-x86");
+    for arch in arches {
+        for (tool, package) in [arch.qemu(), arch.c_compiler()] {
+            if !on_path(tool) {
+                missing.push(package);
+            }
+        }
     }
     if !deb_installed("busybox-static") {
         missing.push("busybox-static");
@@ -87,7 +118,11 @@ fn packages() -> Result<()> {
     if !Path::new(kernels::KEYRING).is_file() {
         missing.push("debian-archive-keyring");
     }
-    setup::install_debian(&missing)
+    setup::install_debian(&missing)?;
+    for &arch in arches {
+        setup::musl_target(arch)?;
+    }
+    Ok(())
 }
 
 fn deb_installed(pkg: &str) -> bool {
@@ -96,13 +131,15 @@ fn deb_installed(pkg: &str) -> bool {
 }
 
 struct GuestBinaries {
+    busybox: PathBuf,
     twmon: PathBuf,
     vmtest: PathBuf,
 }
 
-fn build_guest_binaries() -> Result<GuestBinaries> {
-    let dir = setup::build_static(&[("monitor", "twmon"), ("vmtest", "twmon-vmtest")])?;
+fn build_guest_binaries(arch: Arch) -> Result<GuestBinaries> {
+    let dir = setup::build_static(arch, &[("monitor", "twmon"), ("vmtest", "twmon-vmtest")])?;
     Ok(GuestBinaries {
+        busybox: kernels::busybox(arch)?,
         twmon: dir.join("twmon"),
         vmtest: dir.join("twmon-vmtest"),
     })
@@ -134,7 +171,8 @@ fn initramfs(kernel: &Kernel, bins: &GuestBinaries) -> Result<PathBuf> {
     for d in ["bin", "proc", "sys", "dev", "tmp", "run", "modules"] {
         fs::create_dir_all(root.join(d))?;
     }
-    fs::copy("/bin/busybox", root.join("bin/busybox")).context("copying /bin/busybox")?;
+    fs::copy(&bins.busybox, root.join("bin/busybox"))
+        .with_context(|| format!("copying {}", bins.busybox.display()))?;
     fs::copy(&bins.twmon, root.join("bin/twmon"))?;
     fs::copy(&bins.vmtest, root.join("bin/twmon-vmtest"))?;
     for m in &kernel.modules {
@@ -169,9 +207,9 @@ fn initramfs(kernel: &Kernel, bins: &GuestBinaries) -> Result<PathBuf> {
 /// the runner has started, nothing is.
 const BOOT_ATTEMPTS: u32 = 3;
 
-fn boot(vmlinuz: &Path, initrd: &Path, only: Option<&str>) -> Result<Verdict> {
+fn boot(arch: Arch, vmlinuz: &Path, initrd: &Path, only: Option<&str>) -> Result<Verdict> {
     for attempt in 1.. {
-        let lines = boot_once(vmlinuz, initrd, only)?;
+        let lines = boot_once(arch, vmlinuz, initrd, only)?;
         if attempt < BOOT_ATTEMPTS && !runner_started(&lines) {
             eprintln!(
                 "xtask: the guest crashed before the scenario runner started \
@@ -189,41 +227,34 @@ fn runner_started(lines: &[String]) -> bool {
     lines.iter().any(|l| l.contains("vmtest: kernel "))
 }
 
-fn boot_once(vmlinuz: &Path, initrd: &Path, only: Option<&str>) -> Result<Vec<String>> {
+fn boot_once(arch: Arch, vmlinuz: &Path, initrd: &Path, only: Option<&str>) -> Result<Vec<String>> {
     // Parameters the kernel does not know reach init's environment.
-    let mut append = "console=ttyS0 quiet panic=-1".to_string();
+    let mut append = format!("console={} quiet panic=-1", arch.console());
     if let Some(only) = only {
         append.push_str(&format!(" TWMON_VMTEST_ONLY={only}"));
     }
-    let mut cmd = Command::new("qemu-system-x86_64");
+    let (qemu, _) = arch.qemu();
+    let mut cmd = Command::new(qemu);
     // One host thread for both vCPUs: with multi-threaded TCG the guest
     // kernel's live code patching (int3 first, then the new bytes) raced
     // the other vCPU's stale translations, "Oops: int3" twice in about 20
     // boots of 6.18, once in boot and once when a tracepoint was detached.
     // Round-robin vCPUs still interleave (preemption, softirqs), and the
     // whole run was faster (87 s against 97 s for 6.1).
-    cmd.args([
-        "-accel",
-        "tcg,thread=single",
-        "-cpu",
-        "max",
-        "-m",
-        "1024",
-        "-smp",
-        "2",
-    ])
-    .args(["-nographic", "-no-reboot", "-kernel"])
-    .arg(vmlinuz)
-    .arg("-initrd")
-    .arg(initrd)
-    .arg("-append")
-    .arg(&append)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    cmd.args(arch.qemu_machine())
+        .args(["-accel", "tcg,thread=single", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(&append)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     eprintln!("xtask: $ {}", crate::util::display(&cmd));
     let started = Instant::now();
-    let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
+    let mut child = cmd.spawn().with_context(|| format!("starting {qemu}"))?;
     let stdout = child.stdout.take().context("qemu has no stdout")?;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
