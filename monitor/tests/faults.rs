@@ -215,3 +215,62 @@ fn a_hook_that_cannot_attach_is_refused_when_forced_and_reported_otherwise() {
         "{text}"
     );
 }
+
+#[test]
+#[ignore = "needs root and a kernel with BPF: run `cargo xtask test`"]
+fn btf_without_a_field_it_reads_degrades_only_what_needs_it() {
+    require_root();
+    // This kernel's BTF with one member renamed: `sock.sk_protocol`, which
+    // the BTF-typed state-change programs read. Strings are unique and the
+    // length unchanged, so the rest of the file stays valid.
+    let mut btf = fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF");
+    let (from, to) = (b"\0sk_protocol\0", b"\0sk_protocoX\0");
+    let at: Vec<usize> = btf
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| w == from)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "sk_protocol is named once in BTF's strings");
+    btf[at[0]..at[0] + to.len()].copy_from_slice(to);
+    let trimmed = std::env::temp_dir().join(format!("twmon-btf-{}", std::process::id()));
+    fs::write(&trimmed, &btf).expect("writing the trimmed BTF");
+    let path = trimmed.to_string_lossy().into_owned();
+
+    let check = Command::new(TWMON)
+        .args(["check", "--btf", &path])
+        .output()
+        .expect("twmon check");
+    let report = String::from_utf8_lossy(&check.stdout);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{report}{stderr}");
+    assert!(stderr.contains("sock.sk_protocol not in BTF"), "{stderr}");
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("inet_sock_set_state"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("tracepoint (refused: tp_btf: socket fields"),
+        "{report}"
+    );
+
+    // The daemon runs on the classic tracepoint, says so, and still counts.
+    let ns = TestNetns::new("trimbtf");
+    let daemon = start(&["--btf", &path, "--netns", &ns.path()]);
+    ns.run_inside(|| client_closes_first(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 5));
+    let text = daemon.wait_for("5 closes counted", |t| {
+        testkit::transitions(t, "FIN_WAIT2", "TIME_WAIT")
+            + testkit::transitions(t, "FIN_WAIT2", "CLOSE")
+            >= 5.0
+    });
+    assert_eq!(
+        sample(
+            &text,
+            "twmon_probe_attached",
+            r#"hook="inet_sock_set_state",method="tracepoint""#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let _ = fs::remove_file(&trimmed);
+}
