@@ -8,9 +8,9 @@
 //! (3-argument `tcp_timewait_state_process`, no reason in
 //! `tcp:tcp_send_reset`, the purge's kill inlined, kprobes skipped
 //! uncounted) and 6.18 from trixie-backports (5 arguments, reasons, the
-//! kill out of line); and 6.18 again for arm64, whose kprobes read their
-//! arguments from other registers (and whose 6.1 and older Debian kernels
-//! cannot attach fentry at all: no direct calls before 6.4).
+//! kill out of line); and 6.1 and 6.18 again for arm64, whose kprobes read
+//! their arguments from other registers, and whose 6.1 cannot attach fentry
+//! at all (no ftrace direct calls on arm64 before 6.4).
 //!
 //! No package host is named here: the Debian archive and its security
 //! archive are the ones this machine's apt sources use (`apt-get
@@ -83,6 +83,15 @@ pub const KERNELS: &[Spec] = &[
             archive: Archive::Main,
             suite: "trixie-backports",
             series: "6.18",
+        },
+    },
+    Spec {
+        name: "6.1-arm64",
+        arch: Arch::Arm64,
+        source: Source::Archive {
+            archive: Archive::Main,
+            suite: "bookworm",
+            series: "6.1",
         },
     },
     Spec {

@@ -37,16 +37,20 @@ enum Command {
     /// Lint (fmt, clippy for userspace and eBPF) and run every test,
     /// including the ones that need root and a real kernel, and vm-test.
     Test,
-    /// Boot Debian's 5.10, 6.1 and 6.18 x86_64 kernels and its 6.18 arm64
-    /// kernel under QEMU and run the in-guest scenarios on each.
+    /// Boot Debian's 5.10, 6.1 and 6.18 x86_64 kernels and its 6.1 and 6.18
+    /// arm64 kernels under QEMU and run the in-guest scenarios on each.
     VmTest {
         /// Run only the scenarios whose name contains this (for working on
         /// one; `test` always runs them all).
         #[arg(long, value_name = "SCENARIO")]
         only: Option<String>,
-        /// Boot only this kernel (5.10, 6.1, 6.18 or 6.18-arm64).
+        /// Boot only this kernel (5.10, 6.1, 6.18, 6.1-arm64 or 6.18-arm64).
         #[arg(long, value_name = "NAME")]
         kernel: Option<String>,
+        /// Measure instead of test: what twmon costs a churn in the guest in
+        /// each probe mode (emulated CPU), written to bench/guest.md.
+        #[arg(long, conflicts_with = "only")]
+        bench: bool,
     },
     /// Run every cargo-fuzz target (fuzz/) for a bounded time; a crash
     /// fails it and names the input saved under fuzz/artifacts/.
@@ -96,7 +100,12 @@ fn main() {
         Command::Soak { minutes } => setup::run().and_then(|()| soak::soak(minutes)),
         Command::Image => setup::run().and_then(|()| image::build()).map(|_| ()),
         Command::Bench { quick } => bench::bench(quick),
-        Command::VmTest { only, kernel } => setup::run()
+        Command::VmTest {
+            bench: true,
+            kernel,
+            ..
+        } => setup::run().and_then(|()| vm::vm_bench(kernel.as_deref())),
+        Command::VmTest { only, kernel, .. } => setup::run()
             .and_then(|()| vm::vm_test(only.as_deref(), kernel.as_deref()))
             .map(|v| {
                 println!("vm-test: {} passed, {} failed", v.passed, v.failed);

@@ -75,8 +75,8 @@ pub fn test() -> Result<()> {
     // Two minutes of churn: memory flat once the table is full, the
     // population following ss while it has room.
     crate::soak::soak(2)?;
-    // The same scenarios on real 5.10, 6.1 and 6.18 kernels (and 6.18 on
-    // arm64), with kprobes and fentry.
+    // The same scenarios on real 5.10, 6.1 and 6.18 kernels (and 6.1 and
+    // 6.18 on arm64), with kprobes and fentry.
     let vm = crate::vm::vm_test(None, None)?;
     totals.passed += vm.passed;
     totals.failed += vm.failed;

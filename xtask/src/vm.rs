@@ -1,5 +1,5 @@
 //! `cargo xtask vm-test`: boots real Debian kernels (5.10, 6.1 and 6.18 for
-//! x86_64, 6.18 for arm64, see `kernels`) under QEMU (TCG: KVM is not
+//! x86_64, 6.1 and 6.18 for arm64, see `kernels`) under QEMU (TCG: KVM is not
 //! usable on these machines) with an initramfs of busybox, the static twmon
 //! and the static scenario runner built for the guest's architecture, and
 //! reads the verdict from the serial console. Everything it needs it
@@ -45,38 +45,14 @@ pub fn vm_test(only: Option<&str>, kernel: Option<&str>) -> Result<Verdict> {
     {
         bail!("--only takes part of a scenario name (letters, digits, _), not {only:?}");
     }
-    let kernels: Vec<&kernels::Spec> = KERNELS
-        .iter()
-        .filter(|k| kernel.is_none_or(|name| k.name == name))
-        .collect();
-    if kernels.is_empty() {
-        let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
-        bail!(
-            "--kernel {:?} is none of vm-test's kernels: {}",
-            kernel.unwrap_or_default(),
-            names.join(", ")
-        );
-    }
-    let mut arches: Vec<Arch> = kernels.iter().map(|k| k.arch).collect();
-    arches.sort_unstable();
-    arches.dedup();
-    packages(&arches)?;
-    let mut bins = Vec::new();
-    for &arch in &arches {
-        bins.push((arch, build_guest_binaries(arch)?));
-    }
+    let extra = only.map(|o| format!("TWMON_VMTEST_ONLY={o}"));
+    let guests = guests(kernel)?;
     // Every kernel runs, so one failing does not hide how the other does.
     let mut total = Verdict::default();
     let mut failures = Vec::new();
-    for spec in kernels {
-        let Some((_, bins)) = bins.iter().find(|(a, _)| *a == spec.arch) else {
-            continue;
-        };
-        let verdict = kernels::fetch(spec)
-            .and_then(|kernel| {
-                let initrd = initramfs(&kernel, bins)?;
-                boot(kernel.arch, &kernel.vmlinuz, &initrd, only)
-            })
+    for (spec, bins) in &guests {
+        let verdict = run_guest(spec, bins, extra.as_deref())
+            .and_then(|lines| verdict(&lines))
             .with_context(|| format!("kernel {}", spec.name));
         match verdict {
             Ok(v) => {
@@ -90,6 +66,92 @@ pub fn vm_test(only: Option<&str>, kernel: Option<&str>) -> Result<Verdict> {
         bail!("{}", failures.join("; "));
     }
     Ok(total)
+}
+
+/// `vm-test --bench`: the guest measures what twmon costs its churn in each
+/// probe mode (test/vmtest/src/bench.rs) instead of testing; the figures
+/// are printed and written to `bench/guest.md`.
+pub fn vm_bench(kernel: Option<&str>) -> Result<()> {
+    let mut report = String::from(
+        "# twmon bench in QEMU guests (emulated CPU)\n\n\
+         Written by `cargo xtask vm-test --bench`. The guests' CPUs are emulated by QEMU \
+         (TCG, one host thread for two vCPUs), so these ratios compare probe modes on one \
+         kernel; they are not figures for a real host (see results.md for this host's \
+         tracepoint-only mode). Method as on the host: a loopback churn (one client \
+         thread, client closing first) in a fresh namespace per run, with and without \
+         `twmon run --probes MODE` watching every namespace, in pairs of alternating \
+         order; the median of the per-pair ratios of connections per second.\n",
+    );
+    for (spec, bins) in &guests(kernel)? {
+        let lines = run_guest(spec, bins, Some("TWMON_VMTEST_BENCH=1"))
+            .with_context(|| format!("kernel {}", spec.name))?;
+        let release = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("vmtest: kernel "))
+            .unwrap_or(spec.name);
+        let figures: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("vmtest: bench "))
+            .filter(|l| *l != "done")
+            .collect();
+        if !lines.iter().any(|l| l == "vmtest: bench done") {
+            bail!("kernel {}: the guest bench did not finish", spec.name);
+        }
+        report.push_str(&format!(
+            "\n## {} ({release})\n\n```\n{}\n```\n",
+            spec.name,
+            figures.join("\n")
+        ));
+    }
+    let out = workspace_root().join("bench/guest.md");
+    fs::write(&out, &report)?;
+    print!("{report}");
+    eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+/// The kernels to boot (all, or the one named `kernel`), each with the
+/// guest binaries of its architecture, built and installed as needed.
+fn guests(kernel: Option<&str>) -> Result<Vec<(&'static kernels::Spec, GuestBinaries)>> {
+    let specs: Vec<&'static kernels::Spec> = KERNELS
+        .iter()
+        .filter(|k| kernel.is_none_or(|name| k.name == name))
+        .collect();
+    if specs.is_empty() {
+        let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
+        bail!(
+            "--kernel {:?} is none of vm-test's kernels: {}",
+            kernel.unwrap_or_default(),
+            names.join(", ")
+        );
+    }
+    let mut arches: Vec<Arch> = specs.iter().map(|k| k.arch).collect();
+    arches.sort_unstable();
+    arches.dedup();
+    packages(&arches)?;
+    let mut built = Vec::new();
+    for &arch in &arches {
+        built.push((arch, build_guest_binaries(arch)?));
+    }
+    Ok(specs
+        .into_iter()
+        .filter_map(|spec| {
+            let (_, bins) = built.iter().find(|(a, _)| *a == spec.arch)?;
+            Some((spec, bins.clone()))
+        })
+        .collect())
+}
+
+/// Boots the kernel of `spec` with the guest binaries `bins`, `extra` on
+/// its command line; returns what its console printed.
+fn run_guest(
+    spec: &kernels::Spec,
+    bins: &GuestBinaries,
+    extra: Option<&str>,
+) -> Result<Vec<String>> {
+    let kernel = kernels::fetch(spec)?;
+    let initrd = initramfs(&kernel, bins)?;
+    boot(kernel.arch, &kernel.vmlinuz, &initrd, extra)
 }
 
 /// What booting guests of `arches` needs: QEMU for each, a C compiler and
@@ -130,15 +192,23 @@ fn deb_installed(pkg: &str) -> bool {
         .is_some_and(|s| s.trim() == "install ok installed")
 }
 
+#[derive(Clone)]
 struct GuestBinaries {
     busybox: PathBuf,
+    churn: PathBuf,
     twmon: PathBuf,
     vmtest: PathBuf,
 }
 
 fn build_guest_binaries(arch: Arch) -> Result<GuestBinaries> {
-    let dir = setup::build_static(arch, &[("monitor", "twmon"), ("vmtest", "twmon-vmtest")])?;
+    let bins = [
+        ("monitor", "twmon"),
+        ("vmtest", "twmon-vmtest"),
+        ("churn", "twmon-churn"),
+    ];
+    let dir = setup::build_static(arch, &bins)?;
     Ok(GuestBinaries {
+        churn: dir.join("twmon-churn"),
         busybox: kernels::busybox(arch)?,
         twmon: dir.join("twmon"),
         vmtest: dir.join("twmon-vmtest"),
@@ -175,6 +245,7 @@ fn initramfs(kernel: &Kernel, bins: &GuestBinaries) -> Result<PathBuf> {
         .with_context(|| format!("copying {}", bins.busybox.display()))?;
     fs::copy(&bins.twmon, root.join("bin/twmon"))?;
     fs::copy(&bins.vmtest, root.join("bin/twmon-vmtest"))?;
+    fs::copy(&bins.churn, root.join("bin/twmon-churn"))?;
     for m in &kernel.modules {
         fs::copy(
             m,
@@ -207,9 +278,9 @@ fn initramfs(kernel: &Kernel, bins: &GuestBinaries) -> Result<PathBuf> {
 /// the runner has started, nothing is.
 const BOOT_ATTEMPTS: u32 = 3;
 
-fn boot(arch: Arch, vmlinuz: &Path, initrd: &Path, only: Option<&str>) -> Result<Verdict> {
+fn boot(arch: Arch, vmlinuz: &Path, initrd: &Path, extra: Option<&str>) -> Result<Vec<String>> {
     for attempt in 1.. {
-        let lines = boot_once(arch, vmlinuz, initrd, only)?;
+        let lines = boot_once(arch, vmlinuz, initrd, extra)?;
         if attempt < BOOT_ATTEMPTS && !runner_started(&lines) {
             eprintln!(
                 "xtask: the guest crashed before the scenario runner started \
@@ -217,7 +288,7 @@ fn boot(arch: Arch, vmlinuz: &Path, initrd: &Path, only: Option<&str>) -> Result
             );
             continue;
         }
-        return verdict(&lines);
+        return Ok(lines);
     }
     unreachable!("the loop returns")
 }
@@ -227,11 +298,17 @@ fn runner_started(lines: &[String]) -> bool {
     lines.iter().any(|l| l.contains("vmtest: kernel "))
 }
 
-fn boot_once(arch: Arch, vmlinuz: &Path, initrd: &Path, only: Option<&str>) -> Result<Vec<String>> {
+fn boot_once(
+    arch: Arch,
+    vmlinuz: &Path,
+    initrd: &Path,
+    extra: Option<&str>,
+) -> Result<Vec<String>> {
     // Parameters the kernel does not know reach init's environment.
     let mut append = format!("console={} quiet panic=-1", arch.console());
-    if let Some(only) = only {
-        append.push_str(&format!(" TWMON_VMTEST_ONLY={only}"));
+    if let Some(extra) = extra {
+        append.push(' ');
+        append.push_str(extra);
     }
     let (qemu, _) = arch.qemu();
     let mut cmd = Command::new(qemu);

@@ -390,6 +390,15 @@ fn explain(line: &str) -> String {
             return format!("{}verifier: …{verdict}", head.trim_end_matches(". "));
         }
     }
+    // ENOTSUPP from attach: the trampoline exists, the kernel cannot
+    // point a function's ftrace call at it.
+    if line.contains("attach") && line.contains("os error 524") {
+        return format!(
+            "this kernel cannot attach BPF trampolines to kernel functions (no \
+             CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS: arm64 before 6.4, among others): {}",
+            line.replace("No error information (os error 524)", "os error 524")
+        );
+    }
     if line.contains("kprobe/type") {
         return format!("the kernel has no kprobes (built without CONFIG_KPROBES): {line}");
     }
@@ -414,4 +423,22 @@ pub fn one_line(err: &anyhow::Error) -> String {
         }
     }
     parts.join(": ").replace('\n', " ").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain;
+
+    #[test]
+    fn an_unsupported_trampoline_attach_says_why() {
+        let line = "tcp_time_wait: attach: `bpf_raw_tracepoint_open` failed: No error \
+                    information (os error 524)";
+        let text = explain(line);
+        assert!(
+            text.starts_with("this kernel cannot attach BPF trampolines"),
+            "{text}"
+        );
+        assert!(text.ends_with("failed: os error 524"), "{text}");
+        assert_eq!(explain("something else"), "something else");
+    }
 }

@@ -71,6 +71,15 @@ pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     version >= (major, minor)
 }
 
+/// Whether fentry/fexit can attach to kernel functions here. They need the
+/// kernel to point a function's ftrace call straight at a BPF trampoline
+/// (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS), which arm64 has only since
+/// 6.4 (Debian's 6.1 arm64 kernel fails every attach with ENOTSUPP); x86_64
+/// has had it since 5.5, before any kernel twmon supports.
+pub fn fentry_attaches() -> bool {
+    !cfg!(target_arch = "aarch64") || kernel_at_least(6, 4)
+}
+
 /// How far a count may fall short of `expected`, as of the exposition
 /// `text`: by the program runs twmon reports lost (each scenario has a
 /// fresh daemon, so all of them are this scenario's; normally 0). Before
