@@ -87,7 +87,8 @@ pub fn vm_bench(kernel: Option<&str>) -> Result<()> {
             .with_context(|| format!("kernel {}", spec.name))?;
         let release = lines
             .iter()
-            .find_map(|l| l.strip_prefix("vmtest: kernel "))
+            // Firmware output may precede it on the same line.
+            .find_map(|l| Some(&l[l.find("vmtest: kernel ")? + 15..]))
             .unwrap_or(spec.name);
         let figures: Vec<&str> = lines
             .iter()
