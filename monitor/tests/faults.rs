@@ -233,9 +233,9 @@ fn btf_without_a_field_it_reads_degrades_only_what_needs_it() {
         .collect();
     assert_eq!(at.len(), 1, "sk_protocol is named once in BTF's strings");
     btf[at[0]..at[0] + to.len()].copy_from_slice(to);
-    let trimmed = std::env::temp_dir().join(format!("twmon-btf-{}", std::process::id()));
-    fs::write(&trimmed, &btf).expect("writing the trimmed BTF");
-    let path = trimmed.to_string_lossy().into_owned();
+    let trimmed = Removed(std::env::temp_dir().join(format!("twmon-btf-{}", std::process::id())));
+    fs::write(&trimmed.0, &btf).expect("writing the trimmed BTF");
+    let path = trimmed.0.to_string_lossy().into_owned();
 
     let check = Command::new(TWMON)
         .args(["check", "--btf", &path])
@@ -272,5 +272,13 @@ fn btf_without_a_field_it_reads_degrades_only_what_needs_it() {
         Some(1.0),
         "{text}"
     );
-    let _ = fs::remove_file(&trimmed);
+}
+
+/// A file removed when dropped, whether the test passed or not.
+struct Removed(std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }

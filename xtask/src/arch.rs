@@ -49,6 +49,16 @@ impl Arch {
         }
     }
 
+    /// Debian packages of C headers the compiler needs beyond its own: a
+    /// cross gcc only recommends its target's libc headers, and ring's C
+    /// includes stdint.h, whose gcc copy includes the libc's.
+    pub fn c_libraries(self) -> &'static [&'static str] {
+        match self {
+            Arch::Amd64 => &[],
+            Arch::Arm64 => &["libc6-dev-arm64-cross"],
+        }
+    }
+
     /// Points a cargo build for this architecture at its C compiler
     /// (and, across architectures, at its linker).
     pub fn cross_env(self, cmd: &mut Command) {

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::{
     arch::Arch,
@@ -51,7 +51,10 @@ pub fn vm_test(only: Option<&str>, kernel: Option<&str>) -> Result<Verdict> {
     let mut total = Verdict::default();
     let mut failures = Vec::new();
     for (spec, bins) in &guests {
-        let verdict = run_guest(spec, bins, extra.as_deref())
+        let verdict = bins
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|bins| run_guest(spec, bins, extra.as_deref()))
             .and_then(|lines| verdict(&lines))
             .with_context(|| format!("kernel {}", spec.name));
         match verdict {
@@ -83,6 +86,7 @@ pub fn vm_bench(kernel: Option<&str>) -> Result<()> {
          order; the median of the per-pair ratios of connections per second.\n",
     );
     for (spec, bins) in &guests(kernel)? {
+        let bins = bins.as_ref().map_err(|e| anyhow!("{e}"))?;
         let lines = run_guest(spec, bins, Some("TWMON_VMTEST_BENCH=1"))
             .with_context(|| format!("kernel {}", spec.name))?;
         let release = lines
@@ -112,8 +116,11 @@ pub fn vm_bench(kernel: Option<&str>) -> Result<()> {
 }
 
 /// The kernels to boot (all, or the one named `kernel`), each with the
-/// guest binaries of its architecture, built and installed as needed.
-fn guests(kernel: Option<&str>) -> Result<Vec<(&'static kernels::Spec, GuestBinaries)>> {
+/// guest binaries of its architecture, built as needed, or why they could
+/// not be: one architecture failing to build does not stop the others.
+type Guests = Vec<(&'static kernels::Spec, Result<GuestBinaries, String>)>;
+
+fn guests(kernel: Option<&str>) -> Result<Guests> {
     let specs: Vec<&'static kernels::Spec> = KERNELS
         .iter()
         .filter(|k| kernel.is_none_or(|name| k.name == name))
@@ -130,10 +137,15 @@ fn guests(kernel: Option<&str>) -> Result<Vec<(&'static kernels::Spec, GuestBina
     arches.sort_unstable();
     arches.dedup();
     packages(&arches)?;
-    let mut built = Vec::new();
-    for &arch in &arches {
-        built.push((arch, build_guest_binaries(arch)?));
-    }
+    let built: Vec<(Arch, Result<GuestBinaries, String>)> = arches
+        .iter()
+        .map(|&arch| {
+            let bins = build_guest_binaries(arch)
+                .with_context(|| format!("building the {} guest binaries", arch.deb()))
+                .map_err(|e| format!("{e:#}"));
+            (arch, bins)
+        })
+        .collect();
     Ok(specs
         .into_iter()
         .filter_map(|spec| {
@@ -166,6 +178,7 @@ fn packages(arches: &[Arch]) -> Result<()> {
                 missing.push(package);
             }
         }
+        missing.extend(arch.c_libraries().iter().filter(|p| !deb_installed(p)));
     }
     if !deb_installed("busybox-static") {
         missing.push("busybox-static");

@@ -52,7 +52,7 @@ pub fn run(opts: &SnapshotOptions) -> Result<()> {
 
 /// The table as a one-off dump of this namespace builds it.
 fn from_sock_diag(opts: &SnapshotOptions) -> Result<TimewaitDoc> {
-    if !opts.attribution.is_any() {
+    if !opts.attribution.selects_all() {
         bail!(
             "--cgroup and --pod need a running daemon: sock_diag does not say which process \
              closed a socket. Start one with `twmon run`, or pass its address with --url"

@@ -57,19 +57,24 @@ impl CgroupDoc {
         self.pod_uid = name.pod_uid;
     }
 
-    /// The most telling name for display: pod, container, service, path.
-    pub fn label(&self) -> String {
+    /// The most telling name for display: pod, container, service, path;
+    /// unnamed, the id, or for a close seen in no process the namespace
+    /// (`netns`) it was counted by.
+    pub fn label(&self, netns: u32) -> String {
+        // Read from any --url: never slice, the id may be anything.
+        let short = |id: &str| id.chars().take(12).collect::<String>();
         if let Some(pod) = &self.pod_uid {
             let container = self.container_id.as_deref().unwrap_or("");
-            return format!("pod {pod} {}", &container[..container.len().min(12)]);
+            return format!("pod {pod} {}", short(container));
         }
         if let Some(id) = &self.container_id {
-            return format!("container {}", &id[..id.len().min(12)]);
+            return format!("container {}", short(id));
         }
-        match (&self.service, &self.path) {
-            (Some(service), _) => service.clone(),
-            (None, Some(path)) => path.clone(),
-            (None, None) => format!("cgroup {}", self.id),
+        match (&self.service, &self.path, self.id) {
+            (Some(service), _, _) => service.clone(),
+            (None, Some(path), _) => path.clone(),
+            (None, None, 0) => format!("netns {netns}, closer not seen"),
+            (None, None, id) => format!("cgroup {id}"),
         }
     }
 }
@@ -87,7 +92,8 @@ pub struct Attribution {
 }
 
 impl Attribution {
-    pub fn is_any(&self) -> bool {
+    /// No filter: every cgroup.
+    pub fn selects_all(&self) -> bool {
         self.cgroup.is_none() && self.pod.is_none()
     }
 
@@ -449,10 +455,21 @@ mod tests {
             container_id: name.container_id.clone(),
             pod_uid: name.pod_uid.clone(),
         }
-        .label();
+        .label(7);
         assert_eq!(
             label,
             "pod 4f1c2d3e-5a6b-4c7d-8e9f-0123456789ab 0123456789ab"
         );
+        let unnamed = |id| CgroupDoc {
+            id,
+            ..CgroupDoc::default()
+        };
+        assert_eq!(unnamed(0).label(7), "netns 7, closer not seen");
+        assert_eq!(unnamed(9).label(7), "cgroup 9");
+        let odd = CgroupDoc {
+            container_id: Some("ééééééééééééééé".into()),
+            ..unnamed(9)
+        };
+        assert_eq!(odd.label(7), "container éééééééééééé");
     }
 }

@@ -22,7 +22,7 @@ impl Exposed {
         order: Order,
         limit: usize,
     ) -> Result<TimewaitDoc, Refusal> {
-        if !attribution.is_any() {
+        if !attribution.selects_all() {
             filter.cgroups = Some(self.cgroups_of(attribution)?);
         }
         let now = self.now_ns();

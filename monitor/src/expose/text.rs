@@ -108,7 +108,7 @@ fn cgroups(out: &mut String, s: &SummaryDoc) {
         "\nTOP CGROUPS (of the closing process, or of the namespace)"
     );
     for c in &s.by_cgroup {
-        let _ = writeln!(out, "  {:<74} {:>7}", c.cgroup.label(), c.count);
+        let _ = writeln!(out, "  {:<74} {:>7}", c.cgroup.label(c.netns), c.count);
     }
 }
 
@@ -163,7 +163,7 @@ pub fn table(doc: &TimewaitDoc) -> String {
             s.left_seconds,
             s.segments,
             api::closer_label(s.closer.as_ref()),
-            s.cgroup.label(),
+            s.cgroup.label(s.netns),
         ));
     }
     out.push_str(&format!(

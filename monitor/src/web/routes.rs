@@ -55,10 +55,28 @@ async fn timewait_handler(State(source): State<Shared>, Query(q): Query<Params>)
         Ok(p) => p,
         Err(msg) => return bad_request(msg),
     };
-    match source.timewait(filter, &attribution, order, limit) {
-        Ok(doc) => Json(doc).into_response(),
-        Err(msg) => bad_request(msg),
+    // Naming cgroups may walk the cgroup tree and /proc: off the event loop.
+    let doc = blocking(move || {
+        source
+            .timewait(filter, &attribution, order, limit)
+            .map(Json)
+    })
+    .await;
+    match doc {
+        Ok(Ok(doc)) => doc.into_response(),
+        Ok(Err(msg)) => bad_request(msg),
+        Err(response) => response,
     }
+}
+
+/// Runs `work` on tokio's blocking pool; a 500 if it panicked.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(work).await.map_err(|err| {
+        log::error!("API request failed: {err}");
+        (StatusCode::INTERNAL_SERVER_ERROR, "the request failed\n").into_response()
+    })
 }
 
 async fn collisions_handler(State(source): State<Shared>, Query(q): Query<Params>) -> Response {
@@ -74,7 +92,10 @@ async fn summary_handler(State(source): State<Shared>, Query(q): Query<Params>) 
         Ok(t) => t,
         Err(msg) => return bad_request(msg),
     };
-    Json(source.summary(top)).into_response()
+    match blocking(move || Json(source.summary(top))).await {
+        Ok(doc) => doc.into_response(),
+        Err(response) => response,
+    }
 }
 
 /// Serves until `shutdown` completes, as `web` asks and within the

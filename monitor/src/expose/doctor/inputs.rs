@@ -56,6 +56,25 @@ fn value(samples: &[Sample], name: &str) -> Option<f64> {
     total(samples, name, &[])
 }
 
+/// The smallest of a per-namespace gauge (with --netns-label one series
+/// per namespace): a knob off anywhere is off somewhere that matters.
+fn least(samples: &[Sample], name: &str) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
+        .reduce(f64::min)
+}
+
+/// The largest of a per-namespace gauge.
+fn most(samples: &[Sample], name: &str) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
+        .reduce(f64::max)
+}
+
 fn transitions(samples: &[Sample], from: &str, to: &str) -> Option<f64> {
     total(
         samples,
@@ -84,8 +103,8 @@ impl Inputs {
             source,
             population: value(&s, "twmon_timewait_sockets").unwrap_or(0.0),
             max_tw_buckets: value(&s, "twmon_tcp_max_tw_buckets"),
-            tw_reuse: value(&s, "twmon_tcp_tw_reuse"),
-            timestamps: value(&s, "twmon_tcp_timestamps"),
+            tw_reuse: most(&s, "twmon_tcp_tw_reuse"),
+            timestamps: least(&s, "twmon_tcp_timestamps"),
             fin_timeout_s: value(&s, "twmon_tcp_fin_timeout_seconds"),
             overflows: value(&s, "twmon_timewait_overflow_total"),
             eaddrnotavail: value(&s, "twmon_connect_eaddrnotavail_total"),
