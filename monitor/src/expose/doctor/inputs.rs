@@ -56,23 +56,15 @@ fn value(samples: &[Sample], name: &str) -> Option<f64> {
     total(samples, name, &[])
 }
 
-/// The smallest of a per-namespace gauge (with --netns-label one series
-/// per namespace): a knob off anywhere is off somewhere that matters.
-fn least(samples: &[Sample], name: &str) -> Option<f64> {
+/// A per-namespace gauge (with --netns-label, one series per namespace)
+/// reduced by `pick`, e.g. the smallest: a knob off anywhere is off
+/// somewhere that matters.
+fn across(samples: &[Sample], name: &str, pick: fn(f64, f64) -> f64) -> Option<f64> {
     samples
         .iter()
         .filter(|s| s.name == name)
         .map(|s| s.value)
-        .reduce(f64::min)
-}
-
-/// The largest of a per-namespace gauge.
-fn most(samples: &[Sample], name: &str) -> Option<f64> {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .map(|s| s.value)
-        .reduce(f64::max)
+        .reduce(pick)
 }
 
 fn transitions(samples: &[Sample], from: &str, to: &str) -> Option<f64> {
@@ -103,8 +95,8 @@ impl Inputs {
             source,
             population: value(&s, "twmon_timewait_sockets").unwrap_or(0.0),
             max_tw_buckets: value(&s, "twmon_tcp_max_tw_buckets"),
-            tw_reuse: most(&s, "twmon_tcp_tw_reuse"),
-            timestamps: least(&s, "twmon_tcp_timestamps"),
+            tw_reuse: across(&s, "twmon_tcp_tw_reuse", f64::max),
+            timestamps: across(&s, "twmon_tcp_timestamps", f64::min),
             fin_timeout_s: value(&s, "twmon_tcp_fin_timeout_seconds"),
             overflows: value(&s, "twmon_timewait_overflow_total"),
             eaddrnotavail: value(&s, "twmon_connect_eaddrnotavail_total"),
