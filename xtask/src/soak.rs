@@ -34,6 +34,9 @@ use crate::{
 const CAPACITY: u64 = 40_000;
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
+/// The ports the churns listen on (7001 to 7003).
+const PORTS: (u16, u16) = (7001, 7003);
+
 /// A refused bind every few seconds: a client rebinding its port in
 /// TIME_WAIT.
 const REBIND: &str = "import socket\ns=socket.socket();s.bind(('127.0.0.1',0));p=s.getsockname()[1]\nl=socket.socket();l.bind(('127.0.0.1',0));l.listen(1)\ns.connect(l.getsockname());c,_=l.accept();s.close();c.recv(1);c.close()\nt=socket.socket()\ntry:\n t.bind(('127.0.0.1',p))\nexcept OSError:\n pass\n";
@@ -61,6 +64,16 @@ pub fn soak(minutes: u32) -> Result<()> {
     // tcp_tw_reuse lets connect() take over TIME_WAIT four-tuples once the
     // single-destination churn runs short of ports: connect_reuse.
     ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])?;
+    // The churns' listening ports, kept out of the ephemeral range (1024 to
+    // 65535 here): the one that starts halfway would otherwise find its
+    // port held by a client's timewait socket (EADDRINUSE, as twmon's
+    // bind_in_timewait says) about as often as not.
+    ns.exec(&[
+        "sysctl",
+        "-q",
+        "-w",
+        &format!("net.ipv4.ip_local_reserved_ports={}-{}", PORTS.0, PORTS.1),
+    ])?;
     let netns = format!("/run/netns/{}", ns.name);
     let capacity = CAPACITY.to_string();
     let daemon = twmon(
@@ -99,7 +112,14 @@ pub fn soak(minutes: u32) -> Result<()> {
     let mut last_bind = Instant::now();
     while started.elapsed() < total {
         if children.len() == 2 && started.elapsed() >= half {
-            let args = ["--seconds", &second_half, "--rate", "1200"];
+            let args = [
+                "--seconds",
+                &second_half,
+                "--rate",
+                "1200",
+                "--port",
+                "7003",
+            ];
             children.push(churn(
                 &[&args[..], &["--sources", "1", "--destinations", "1"]].concat(),
             )?);
