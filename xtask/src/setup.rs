@@ -27,9 +27,6 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // promtool and a real Prometheus for the exporter tests.
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
-    // A C compiler for the musl target: ring (TLS) builds C and assembly
-    // for the static guest binary of the QEMU tests.
-    ("x86_64-linux-musl-gcc", "musl-tools"),
     // `twmon top` is tested in a real terminal.
     ("tmux", "tmux"),
     // The container image: built and run the way the DaemonSet runs it.
@@ -223,8 +220,12 @@ fn llvm_major(name: &str) -> Option<u32> {
 }
 
 fn debian_packages() -> Result<()> {
+    // With the C compiler of the host's musl target: ring (TLS) builds C
+    // and assembly for the static binaries (image, QEMU guests).
+    let musl_cc = Arch::host().c_compiler();
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
+        .chain([&musl_cc])
         .filter(|(cmd, _)| !on_path(cmd) && !Path::new("/usr/sbin").join(cmd).is_file())
         .map(|(_, pkg)| *pkg)
         .collect();
