@@ -35,7 +35,12 @@ pub mod reason {
     /// hook's nested program did instead. The daemon subtracts these from
     /// the kernel's count of skipped runs.
     pub const RECOVERED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// An active close was forgotten before its timewait socket was born:
+    /// more closes were in flight on the sockets sharing its slots than
+    /// the table of closes in progress holds. That timewait socket is
+    /// reported without the process that closed it.
+    pub const CLOSER_DISPLACED: u32 = 8;
+    pub const COUNT: u32 = 9;
 
     /// Label values, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -47,6 +52,7 @@ pub mod reason {
         "map_full",
         "user_read_failed",
         "recovered",
+        "closer_displaced",
     ];
 }
 

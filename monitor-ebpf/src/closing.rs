@@ -9,10 +9,9 @@
 //! found with an array lookup the verifier inlines. A hash map's insert and
 //! delete cost more than the rest of the program together (measured on
 //! this path: 2.4 us per connection for an LRU hash, against nothing
-//! measurable here). Closes in flight are few (a round trip or two each),
-//! so with two slots to choose from a third is rarely needed; the latest
-//! then takes the first slot, and the close it displaced is reported
-//! without its process.
+//! measurable here). A close may take any free slot of a small group; when
+//! all are taken the latest takes the first, and the close it displaced is
+//! counted (`closer_displaced`) and reported without its process.
 
 use aya_ebpf::{
     helpers::{
@@ -21,7 +20,9 @@ use aya_ebpf::{
     macros::map,
     maps::Array,
 };
-use monitor_common::record::Process;
+use monitor_common::{counters::reason, hooks::Hook, record::Process};
+
+use crate::common::count;
 
 /// A close in progress: the socket (0 for none; its low bit set once a
 /// birth hook claimed it) and who closed it.
@@ -35,26 +36,28 @@ pub struct Slot {
 /// A power of two.
 const SLOTS: u32 = 65536;
 const SLOT_BITS: u32 = SLOTS.trailing_zeros();
+/// Slots a close may take: an aligned group, so all sit in two adjacent
+/// cache lines. Two were not enough at 64,000 connections a second, where
+/// a slow peer keeps thousands of closes in flight: up to 0.16 % of the
+/// closes lost their process to a displacement.
+const WAYS: u32 = 4;
 
 #[map]
 static CLOSING: Array<Slot> = Array::with_max_entries(SLOTS, 0);
 
-/// The two slots `sk` may take. Socket addresses step by the slab object
-/// size (a multiple of 64 bytes but rarely a power of two), which folds
-/// badly with masks; a multiplicative hash spreads them, and a second
-/// choice (the neighbouring slot) makes two closes in flight in one slot
-/// rarer still.
+/// The first of the slots `sk` may take. Socket addresses step by the slab
+/// object size (a multiple of 64 bytes but rarely a power of two), which
+/// folds badly with masks; a multiplicative hash spreads them.
 #[inline(always)]
-fn slots(sk: u64) -> (u32, u32) {
-    let h = (sk.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOT_BITS)) as u32;
-    (h, h ^ 1)
+fn group(sk: u64) -> u32 {
+    (sk.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOT_BITS)) as u32 & !(WAYS - 1)
 }
 
 /// The slot holding `sk` (claimed or not), if any.
 #[inline(always)]
 fn find(sk: u64) -> Option<&'static mut Slot> {
-    let (a, b) = slots(sk);
-    for i in [a, b] {
+    let first = group(sk);
+    for i in first..first + WAYS {
         if let Some(s) = CLOSING.get_ptr_mut(i) {
             let s = unsafe { &mut *s };
             if s.sk & !1 == sk {
@@ -66,7 +69,8 @@ fn find(sk: u64) -> Option<&'static mut Slot> {
 }
 
 /// Remembers that the current task is closing `sk`: in the first free of
-/// its two slots, else over the first.
+/// its slots, else over the first (counted: that close will be reported
+/// without its process).
 #[inline(always)]
 pub fn begin(sk: u64) {
     let process = Process::new(
@@ -74,18 +78,19 @@ pub fn begin(sk: u64) {
         unsafe { bpf_get_current_cgroup_id() },
         bpf_get_current_comm().unwrap_or([0u8; 16]),
     );
-    let (a, b) = slots(sk);
-    let Some(first) = CLOSING.get_ptr_mut(a) else {
-        return;
-    };
-    let mut target = first;
-    if unsafe { (*first).sk } != 0
-        && let Some(second) = CLOSING.get_ptr_mut(b)
-        && unsafe { (*second).sk } == 0
-    {
-        target = second;
+    let first = group(sk);
+    for i in first..first + WAYS {
+        if let Some(s) = CLOSING.get_ptr_mut(i)
+            && unsafe { (*s).sk } == 0
+        {
+            unsafe { *s = Slot { sk, process } };
+            return;
+        }
     }
-    unsafe { *target = Slot { sk, process } };
+    if let Some(s) = CLOSING.get_ptr_mut(first) {
+        count(Hook::SetState, reason::CLOSER_DISPLACED);
+        unsafe { *s = Slot { sk, process } };
+    }
 }
 
 /// For a birth hook: who closed `sk`, and marks the close as reported so
