@@ -82,7 +82,7 @@ impl Table {
         let mut moved = None;
         let mut confirmed = None;
         let mut rescheduled = false;
-        let known = self.entries.update(&key, |entry| {
+        let known = self.entries.update_marked(&key, self.mark, |entry| {
             if entry.born_ns < taken_ns {
                 entry.expires_ns = expires_ns;
                 rescheduled = true;
@@ -100,7 +100,6 @@ impl Table {
             self.due_at(expires_ns);
         }
         if known {
-            self.entries.mark(&key, self.mark);
             if let Some(old) = moved {
                 self.breakdowns.move_substate(&key, old, sock.state);
             }
