@@ -1,5 +1,5 @@
-//! The twmon under test, and node_exporter beside it: started, asked, and
-//! stopped.
+//! The twmon under test, and node_exporter and bpftrace beside it:
+//! started, asked, and stopped.
 
 use std::{
     fs::File,
@@ -110,6 +110,61 @@ impl Drop for Server {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The lightest thing one would attach to watch TCP state transitions: a
+/// bpftrace one-liner counting them, for scale beside twmon's overhead.
+pub const BPFTRACE_COUNTER: &str = "tracepoint:sock:inet_sock_set_state { @n = count(); }";
+
+/// bpftrace running [`BPFTRACE_COUNTER`], killed on drop.
+pub struct Bpftrace {
+    child: Child,
+}
+
+impl Bpftrace {
+    /// Starts it (output to `log`) and waits until its probe is attached.
+    pub fn start(log: &Path) -> Result<Bpftrace> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new("bpftrace")
+            .args(["-e", BPFTRACE_COUNTER])
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .context("starting bpftrace")?;
+        let mut b = Bpftrace { child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(log)?.contains("Attaching") {
+            if let Some(status) = b.child.try_wait()? {
+                bail!("bpftrace exited with {status}: see {}", log.display());
+            }
+            if Instant::now() > deadline {
+                bail!("bpftrace did not attach within 30 s: see {}", log.display());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        // "Attaching" is printed before the attach itself.
+        thread::sleep(Duration::from_millis(500));
+        Ok(b)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT (bpftrace prints its map and exits), then waits.
+    pub fn stop(mut self) -> Result<()> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(self.child.id() as i32, 2) };
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// twmon watching every namespace, as deployed.

@@ -33,7 +33,7 @@ impl Churn {
 pub struct Pair {
     pub without: Churn,
     pub with: Churn,
-    /// twmon's CPU during its run, seconds.
+    /// The watcher's (twmon's) CPU during its run, seconds.
     pub twmon_cpu: f64,
 }
 
@@ -43,8 +43,18 @@ impl Pair {
     }
 }
 
+/// What watches the churn in the "with" runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Watcher {
+    #[default]
+    Twmon,
+    /// [`daemon::BPFTRACE_COUNTER`], for scale.
+    Bpftrace,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Overhead {
+    pub watcher: Watcher,
     pub threads: usize,
     pub pairs: Vec<Pair>,
 }
@@ -84,7 +94,11 @@ pub struct Population {
     pub twmon: f64,
     /// Largest |twmon - ss| / ss seen at the checks.
     pub worst_error: f64,
+    /// twmon's CPU over the idle window, as a share of one core.
     pub idle_cpu_share: f64,
+    pub idle_window: Duration,
+    /// Snapshot rounds taken in the window.
+    pub window_rounds: f64,
     /// CPU per snapshot dump, and the interval the CPU budget set.
     pub dump_cpu: f64,
     pub snapshot_interval: f64,
@@ -99,6 +113,8 @@ pub struct Population {
 pub struct Results {
     pub kernel: String,
     pub overhead: Vec<Overhead>,
+    /// The same as `overhead` at one thread, watched by bpftrace instead.
+    pub peer: Option<Overhead>,
     pub loss: Option<Loss>,
     pub populations: Vec<Population>,
 }
@@ -112,8 +128,11 @@ pub fn all(bins: &Bins, plan: &Plan, out: &Path) -> Result<Results> {
         ..Results::default()
     };
     for threads in [1, 2] {
-        results.overhead.push(overhead(bins, plan, threads, out)?);
+        results
+            .overhead
+            .push(overhead(bins, plan, Watcher::Twmon, threads, out)?);
     }
+    results.peer = Some(overhead(bins, plan, Watcher::Bpftrace, 1, out)?);
     results.loss = Some(loss(bins, plan, out)?);
     for &n in plan.populations {
         results
@@ -141,11 +160,18 @@ fn churn(bins: &Bins, ns: &Netns, args: &[&str]) -> Result<Churn> {
     })
 }
 
-fn overhead(bins: &Bins, plan: &Plan, threads: usize, out: &Path) -> Result<Overhead> {
+fn overhead(
+    bins: &Bins,
+    plan: &Plan,
+    watcher: Watcher,
+    threads: usize,
+    out: &Path,
+) -> Result<Overhead> {
     let name = format!("twmon-bench-{threads}t");
     let (t, s) = (threads.to_string(), plan.seconds.to_string());
     let args = ["--threads", t.as_str(), "--seconds", s.as_str()];
     let mut series = Overhead {
+        watcher,
         threads,
         pairs: Vec::new(),
     };
@@ -158,12 +184,18 @@ fn overhead(bins: &Bins, plan: &Plan, threads: usize, out: &Path) -> Result<Over
             // earlier run left (60 s of them) slow the kernel's port search
             // and grow what twmon dumps, so runs would not compare.
             let ns = Netns::new(&name)?;
-            if with {
+            if with && watcher == Watcher::Twmon {
                 let twmon = daemon::twmon(&bins.twmon, &out.join("twmon-overhead.log"), &[])?;
                 let cpu0 = cpu_time(twmon.pid())?;
                 pair.with = churn(bins, &ns, &args)?;
                 pair.twmon_cpu = (cpu_time(twmon.pid())? - cpu0).as_secs_f64();
                 twmon.stop()?;
+            } else if with {
+                let bpftrace = daemon::Bpftrace::start(&out.join("bpftrace.log"))?;
+                let cpu0 = cpu_time(bpftrace.pid())?;
+                pair.with = churn(bins, &ns, &args)?;
+                pair.twmon_cpu = (cpu_time(bpftrace.pid())? - cpu0).as_secs_f64();
+                bpftrace.stop()?;
             } else {
                 pair.without = churn(bins, &ns, &args)?;
             }
@@ -173,7 +205,8 @@ fn overhead(bins: &Bins, plan: &Plan, threads: usize, out: &Path) -> Result<Over
             thread::sleep(Duration::from_secs(2));
         }
         eprintln!(
-            "xtask: bench: {threads} thread(s), pair {}: {:.0}/s without, {:.0}/s with, ratio {:.3}",
+            "xtask: bench: {watcher:?}, {threads} thread(s), pair {}: {:.0}/s without, {:.0}/s \
+             with, ratio {:.3}",
             i + 1,
             pair.without.rate(),
             pair.with.rate(),
@@ -221,24 +254,35 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
     let twmon = daemon::twmon(&bins.twmon, &out.join(format!("twmon-idle-{n}.log")), &[])?;
     let rss0 = rss(twmon.pid())?;
     let count = n.to_string();
+    let filling = Instant::now();
     let fill = churn(bins, &ns, &["--threads", "2", "--connections", &count])?;
-    if fill.seconds > 50.0 {
+    if fill.seconds > 40.0 {
         bail!(
-            "filling {n} timewait sockets took {:.0} s: more than TIME_WAIT lasts",
+            "filling {n} timewait sockets took {:.0} s: too little of TIME_WAIT's 60 s is left \
+             to measure an idle window",
             fill.seconds
         );
     }
     let (ss, twmon_now) = settle(&twmon, &ns)?;
     let rss1 = rss(twmon.pid())?;
+    let window = idle_window(plan, filling.elapsed());
+    let before = twmon.scrape()?.0;
     let cpu0 = cpu_time(twmon.pid())?;
     let started = Instant::now();
-    thread::sleep(Duration::from_secs(plan.idle_seconds.into()));
+    thread::sleep(window);
     let cpu = (cpu_time(twmon.pid())? - cpu0).as_secs_f64() / started.elapsed().as_secs_f64();
+    let after = twmon.scrape()?.0;
+    let rounds = |m: &str| sample(m, "twmon_snapshots_total", "");
+    let dumps = |m: &str| sample(m, "twmon_snapshot_cpu_seconds_total", "");
+    let window_rounds = rounds(&after) - rounds(&before);
+    // The dumps the window held, or every one so far when it held none.
+    let dump_cpu = if window_rounds > 0.0 {
+        (dumps(&after) - dumps(&before)) / window_rounds
+    } else {
+        dumps(&after) / rounds(&after).max(1.0)
+    };
     let worst = compare(&twmon, &ns, 3)?;
-    let metrics = twmon.scrape()?.0;
-    let rounds = sample(&metrics, "twmon_snapshots_total", "").max(1.0);
-    let dump_cpu = sample(&metrics, "twmon_snapshot_cpu_seconds_total", "") / rounds;
-    let snapshot_interval = sample(&metrics, "twmon_snapshot_interval_seconds", "");
+    let snapshot_interval = sample(&after, "twmon_snapshot_interval_seconds", "");
     let scrapes = (0..5)
         .map(|_| twmon.scrape().map(|(_, d)| d))
         .collect::<Result<Vec<_>>>()?;
@@ -258,6 +302,8 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
         twmon: twmon_now,
         worst_error: worst,
         idle_cpu_share: cpu,
+        idle_window: started.elapsed(),
+        window_rounds,
         dump_cpu,
         snapshot_interval,
         rss_growth_per_socket: rss1.saturating_sub(rss0) as f64 / ss.max(1) as f64,
@@ -266,6 +312,19 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
         node_exporter_value: node_value,
         ss_time,
     })
+}
+
+/// How long to measure idle CPU, `since_fill` after the fill began: up to
+/// `plan.idle_seconds`, and over before the first of the sockets can die
+/// (TIME_WAIT lasts 60 s; the kernel's timer never fires early), so the
+/// window sees no deaths. As long as the sockets allow: a dump of a
+/// million costs a few hundred ms and comes every half minute or more, so
+/// a short window that happens to hold one overstates the average.
+fn idle_window(plan: &Plan, since_fill: Duration) -> Duration {
+    let lifetime = Duration::from_secs(57);
+    Duration::from_secs(plan.idle_seconds.into())
+        .min(lifetime.saturating_sub(since_fill))
+        .max(Duration::from_secs(2))
 }
 
 /// Waits until twmon's population is within 1 % of `ss` (its snapshots
