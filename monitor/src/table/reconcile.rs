@@ -159,13 +159,6 @@ impl Table {
                     if let Some(entry) = self.entries.remove(&key) {
                         self.breakdowns.count(&key, &entry, -1);
                         self.discarded += 1;
-                        // A dump of a churning host can miss a socket that
-                        // was there (its bucket changed between two reads
-                        // of the dump); when the next one adopts it, it
-                        // still knows who closed it.
-                        if let Some(closer) = entry.closer {
-                            self.closers.insert(key, closer);
-                        }
                     }
                 }
                 Fate::End(ts, cause) => self.end(key, ts, cause, true),

@@ -204,23 +204,3 @@ fn with_a_death_probe_the_timer_ends_nothing() {
     table.advance_to(600 * SEC);
     assert_eq!(population(&table), 1);
 }
-
-#[test]
-fn a_socket_one_dump_missed_keeps_its_closer_when_the_next_adopts_it() {
-    let mut table = Table::new(Config {
-        derive_births: true,
-        derive_deaths: true,
-        ..Config::default()
-    });
-    let t = tuple(40040, 80);
-    table.apply(&closed(SEC, 7, t, Some("curl")));
-    // A dump taken while the host churns skips it (sock_diag resumes a
-    // bucket by position): the tentative entry goes...
-    table.reconcile(&snapshot(2 * SEC, &[]));
-    assert_eq!(population(&table), 0);
-    // ...and the next dump lists it: adopted, with the process that closed.
-    table.reconcile(&snapshot(3 * SEC, &[(t, TcpState::TimeWait, 58_000)]));
-    let e = table.get(&k(t)).unwrap();
-    assert_eq!(e.origin, Origin::Snapshot);
-    assert_eq!(e.closer, Some(process("curl")));
-}
