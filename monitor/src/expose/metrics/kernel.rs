@@ -47,7 +47,7 @@ pub fn errors(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
     let vec = counter_vec(
         "twmon_kernel_errors_total",
         "Records the kernel programs lost, by hook and reason (ringbuf_full, read_failed, \
-         netns_unreadable, unpaired, too_deep, map_full, user_read_failed, run_skipped); \
+         netns_unreadable, unpaired, too_deep, map_full, user_read_failed, closer_displaced, run_skipped); \
          only hooks and reasons that lost something are listed.",
         &["hook", "reason"],
     )?;
