@@ -273,7 +273,7 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
     let count = n.to_string();
     let filling = Instant::now();
     let fill = churn(bins, &ns, &["--threads", "2", "--connections", &count])?;
-    if fill.seconds > 40.0 {
+    if fill.seconds > 30.0 {
         bail!(
             "filling {n} timewait sockets took {:.0} s: too little of TIME_WAIT's 60 s is left \
              to measure an idle window",
@@ -282,21 +282,6 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
     }
     let (ss, twmon_now) = settle(&twmon, &ns)?;
     let rss1 = rss(twmon.pid())?;
-    // What needs a live population first: before the sockets start dying,
-    // and outside the idle window (scrapes cost twmon CPU).
-    let worst = compare(&twmon, &ns, 3)?;
-    let scrapes = (0..5)
-        .map(|_| twmon.scrape().map(|(_, d)| d))
-        .collect::<Result<Vec<_>>>()?;
-    let node = daemon::node_exporter(&ns.name, &out.join("node-exporter.log"))?;
-    let node_scrapes = (0..3).map(|_| node.scrape()).collect::<Result<Vec<_>>>()?;
-    drop(node);
-    let node_value = sample(
-        &node_scrapes[0].0,
-        "node_tcp_connection_states",
-        "state=\"time_wait\"",
-    );
-    let (_, ss_time) = ns.ss_timewait()?;
     let window = idle_window(plan, filling.elapsed());
     let before = twmon.scrape()?.0;
     let cpu0 = cpu_time(twmon.pid())?;
@@ -316,6 +301,21 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
         dumps(&after) / rounds(&after).max(1.0)
     };
     let snapshot_interval = sample(&after, "twmon_snapshot_interval_seconds", "");
+    // Outside the idle window (scrapes cost twmon CPU), and before the
+    // sockets start dying (see `idle_window`).
+    let worst = compare(&twmon, &ns, 3)?;
+    let scrapes = (0..5)
+        .map(|_| twmon.scrape().map(|(_, d)| d))
+        .collect::<Result<Vec<_>>>()?;
+    let node = daemon::node_exporter(&ns.name, &out.join("node-exporter.log"))?;
+    let node_scrapes = (0..3).map(|_| node.scrape()).collect::<Result<Vec<_>>>()?;
+    drop(node);
+    let node_value = sample(
+        &node_scrapes[0].0,
+        "node_tcp_connection_states",
+        "state=\"time_wait\"",
+    );
+    let (_, ss_time) = ns.ss_timewait()?;
     twmon.stop()?;
     Ok(Population {
         target: n,
@@ -338,15 +338,17 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
 }
 
 /// How long to measure idle CPU, `since_fill` after the fill began: up to
-/// `plan.idle_seconds`, and over before the first of the sockets can die
-/// (TIME_WAIT lasts 60 s; the kernel's timer never fires early), so the
-/// window sees no deaths. As long as the sockets allow: a dump of a
-/// million costs a few hundred ms and comes every half minute or more, so
-/// a short window that happens to hold one overstates the average.
+/// `plan.idle_seconds`, and over 40 s after the fill began, so that the
+/// comparisons with `ss` and node_exporter that follow (up to 15 s at a
+/// million sockets) end before the first socket can die (TIME_WAIT lasts
+/// 60 s; the kernel's timer never fires early). As long as that allows:
+/// a dump of a million sockets costs a few hundred ms and comes every
+/// half minute or more, so a short window that happens to hold one
+/// overstates the average, and one that holds none understates it.
 fn idle_window(plan: &Plan, since_fill: Duration) -> Duration {
-    let lifetime = Duration::from_secs(57);
+    let end = Duration::from_secs(40);
     Duration::from_secs(plan.idle_seconds.into())
-        .min(lifetime.saturating_sub(since_fill))
+        .min(end.saturating_sub(since_fill))
         .max(Duration::from_secs(2))
 }
 
