@@ -56,13 +56,14 @@ pub fn table(r: &Results) -> String {
     for p in &r.populations {
         let _ = writeln!(
             out,
-            "{} timewait sockets (filled at {:.0}/s; ss {}, twmon {}): idle CPU {:.2} % of a \
+            "{} timewait sockets (filled at {:.0}/s; ss {}, twmon {} {:.0} s after the fill began): idle CPU {:.2} % of a \
              core over {:.0} s holding {} snapshot rounds, at most {:.2} % with the rounds at their pace (snapshots every {:.0} s, {:.0} ms of CPU each), {:.0} B resident per socket, worst population error {:.3} %; scrape twmon \
              {:.1} ms, node_exporter tcpstat {:.1} ms ({}), ss {:.1} ms",
             p.target,
             p.fill.rate(),
             p.ss,
             p.twmon,
+            p.settled.as_secs_f64(),
             100.0 * p.idle_cpu_share,
             p.idle_window.as_secs_f64(),
             p.window_rounds,

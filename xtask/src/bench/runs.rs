@@ -94,6 +94,9 @@ pub struct Population {
     pub twmon: f64,
     /// Largest |twmon - ss| / ss seen at the checks.
     pub worst_error: f64,
+    /// When twmon's population came within 1 % of `ss`, after the fill
+    /// began (at most 30 s later: `settle` gives up then).
+    pub settled: Duration,
     /// twmon's CPU over the idle window, as a share of one core.
     pub idle_cpu_share: f64,
     /// The same without the window's snapshot dumps.
@@ -281,12 +284,28 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
         );
     }
     let (ss, twmon_now) = settle(&twmon, &ns)?;
+    let settled = filling.elapsed();
     let rss1 = rss(twmon.pid())?;
-    let window = idle_window(plan, filling.elapsed());
     let before = twmon.scrape()?.0;
     let cpu0 = cpu_time(twmon.pid())?;
     let started = Instant::now();
-    thread::sleep(window);
+    // Inside the window, as Prometheus's scrapes would be (eleven here, a
+    // few ms of twmon's CPU each); ss and node_exporter are processes of
+    // their own.
+    let worst = compare(&twmon, &ns, 3)?;
+    let scrapes = (0..5)
+        .map(|_| twmon.scrape().map(|(_, d)| d))
+        .collect::<Result<Vec<_>>>()?;
+    let node = daemon::node_exporter(&ns.name, &out.join("node-exporter.log"))?;
+    let node_scrapes = (0..3).map(|_| node.scrape()).collect::<Result<Vec<_>>>()?;
+    drop(node);
+    let node_value = sample(
+        &node_scrapes[0].0,
+        "node_tcp_connection_states",
+        "state=\"time_wait\"",
+    );
+    let (_, ss_time) = ns.ss_timewait()?;
+    thread::sleep(idle_window(plan, filling.elapsed()));
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = (cpu_time(twmon.pid())? - cpu0).as_secs_f64() / elapsed;
     let after = twmon.scrape()?.0;
@@ -301,21 +320,6 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
         dumps(&after) / rounds(&after).max(1.0)
     };
     let snapshot_interval = sample(&after, "twmon_snapshot_interval_seconds", "");
-    // Outside the idle window (scrapes cost twmon CPU), and before the
-    // sockets start dying (see `idle_window`).
-    let worst = compare(&twmon, &ns, 3)?;
-    let scrapes = (0..5)
-        .map(|_| twmon.scrape().map(|(_, d)| d))
-        .collect::<Result<Vec<_>>>()?;
-    let node = daemon::node_exporter(&ns.name, &out.join("node-exporter.log"))?;
-    let node_scrapes = (0..3).map(|_| node.scrape()).collect::<Result<Vec<_>>>()?;
-    drop(node);
-    let node_value = sample(
-        &node_scrapes[0].0,
-        "node_tcp_connection_states",
-        "state=\"time_wait\"",
-    );
-    let (_, ss_time) = ns.ss_timewait()?;
     twmon.stop()?;
     Ok(Population {
         target: n,
@@ -323,6 +327,7 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
         ss,
         twmon: twmon_now,
         worst_error: worst,
+        settled,
         idle_cpu_share: cpu,
         between_rounds_share: (cpu - window_dumps / elapsed).max(0.0),
         idle_window: Duration::from_secs_f64(elapsed),
@@ -337,19 +342,16 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
     })
 }
 
-/// How long to measure idle CPU, `since_fill` after the fill began: up to
-/// `plan.idle_seconds`, and over 40 s after the fill began, so that the
-/// comparisons with `ss` and node_exporter that follow (up to 15 s at a
-/// million sockets) end before the first socket can die (TIME_WAIT lasts
-/// 60 s; the kernel's timer never fires early). As long as that allows:
-/// a dump of a million sockets costs a few hundred ms and comes every
-/// half minute or more, so a short window that happens to hold one
-/// overstates the average, and one that holds none understates it.
+/// How much longer to measure idle CPU, `since_fill` after the fill
+/// began: up to `plan.idle_seconds` in all, and over 55 s after the fill
+/// began, before the first socket can die (TIME_WAIT lasts 60 s; the
+/// kernel's timer never fires early). As long as that allows: a dump of a
+/// million sockets costs a few hundred ms and comes every half minute or
+/// more, so a short window that happens to hold one overstates the
+/// average, and one that holds none understates it.
 fn idle_window(plan: &Plan, since_fill: Duration) -> Duration {
-    let end = Duration::from_secs(40);
-    Duration::from_secs(plan.idle_seconds.into())
-        .min(end.saturating_sub(since_fill))
-        .max(Duration::from_secs(2))
+    let end = Duration::from_secs(55);
+    Duration::from_secs(plan.idle_seconds.into()).min(end.saturating_sub(since_fill))
 }
 
 /// Waits until twmon's population is within 1 % of `ss` (its snapshots
