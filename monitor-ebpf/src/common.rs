@@ -163,7 +163,10 @@ pub fn netns_of(hook: Hook, o: &SockOffsets, sk: u64) -> u32 {
     netns_with::<Probe>(hook, o, sk)
 }
 
-/// [`netns_of`], read with `M`.
+/// [`netns_of`], read with `M`. The inode number shares a cache line with
+/// the namespace's reference count, which every socket created or freed in
+/// it writes: on a churning host each read is a cache miss, so the
+/// state-change hook reads it only for a record or a namespace filter.
 #[inline(always)]
 pub fn netns_with<M: Kmem>(hook: Hook, o: &SockOffsets, sk: u64) -> u32 {
     if !o.netns_known() {

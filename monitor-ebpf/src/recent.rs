@@ -3,7 +3,7 @@
 
 use aya_ebpf::{macros::map, maps::Array};
 use monitor_common::{
-    recent::{GEN_WORDS, MMAPABLE, bits, hash},
+    recent::{GEN_WORDS, MMAPABLE, bits, hash, index},
     record::Tuple,
 };
 
@@ -19,40 +19,26 @@ fn current() -> u32 {
     RECENT_GEN.get(0).map_or(0, |g| *g & 1)
 }
 
-/// The word holding bit `bit` of generation `gen`, and the bit's mask.
+/// Remembers that the four-tuple began an active close (in any namespace:
+/// see `hash`). Two CPUs setting bits of one word at the same instant may
+/// lose one (no atomics before Linux 5.12): a missed report of a rare
+/// collision, not a wrong one.
 #[inline(always)]
-fn word(generation: u32, bit: u64) -> (u32, u64) {
-    let index = generation * GEN_WORDS + (bit / 64) as u32;
-    (index, 1u64 << (bit % 64))
-}
-
-/// Remembers that the four-tuple began an active close. Two CPUs setting
-/// bits of one word at the same instant may lose one (no atomics before
-/// Linux 5.12): a missed report of a rare collision, not a wrong one.
-#[inline(always)]
-pub fn remember(netns: u32, tuple: &Tuple) {
-    let generation = current();
-    for bit in bits(hash(netns, tuple)) {
-        let (index, mask) = word(generation, bit);
-        if let Some(w) = RECENT.get_ptr_mut(index) {
-            unsafe { *w |= mask };
-        }
+pub fn remember(tuple: &Tuple) {
+    let (word, mask) = bits(hash(tuple));
+    if let Some(w) = RECENT.get_ptr_mut(index(word, current())) {
+        unsafe { *w |= mask };
     }
 }
 
 /// Whether the four-tuple may have begun an active close lately.
 #[inline(always)]
-pub fn recalls(netns: u32, tuple: &Tuple) -> bool {
-    let bits = bits(hash(netns, tuple));
-    for generation in 0..2 {
-        let mut all = true;
-        for &bit in &bits {
-            let (index, mask) = word(generation, bit);
-            all &= RECENT.get(index).is_some_and(|w| *w & mask != 0);
-        }
-        if all {
-            return true;
-        }
-    }
-    false
+pub fn recalls(tuple: &Tuple) -> bool {
+    let (word, mask) = bits(hash(tuple));
+    let set = |generation| {
+        RECENT
+            .get(index(word, generation))
+            .is_some_and(|w| *w & mask == mask)
+    };
+    set(0) || set(1)
 }

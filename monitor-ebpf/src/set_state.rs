@@ -137,13 +137,32 @@ fn interest(old: u8, new: u8) -> Interest {
     }
 }
 
-/// The namespace of `sk`, read only when a filter or a record needs it.
-#[inline(always)]
-fn namespace<M: Kmem>(o: &SockOffsets, sk: u64, needed: bool) -> u32 {
-    if needed || filtering() {
-        netns_with::<M>(HOOK, o, sk)
-    } else {
-        0
+/// The namespace of a socket, as far as a transition needs it: its inode
+/// number is read up front only under a namespace filter, otherwise only
+/// for a record (see `netns_with` for why).
+struct Namespace {
+    /// 0 when not read yet.
+    inum: u32,
+}
+
+impl Namespace {
+    #[inline(always)]
+    fn of<M: Kmem>(o: &SockOffsets, sk: u64) -> Namespace {
+        let inum = if filtering() {
+            netns_with::<M>(HOOK, o, sk)
+        } else {
+            0
+        };
+        Namespace { inum }
+    }
+
+    /// The inode number, for a record.
+    #[inline(always)]
+    fn inum<M: Kmem>(&self, o: &SockOffsets, sk: u64) -> u32 {
+        match self.inum {
+            0 => netns_with::<M>(HOOK, o, sk),
+            inum => inum,
+        }
     }
 }
 
@@ -156,9 +175,8 @@ fn raw_set_state<M: Kmem>(sk: u64, addr: u64, old: u8, new: u8) -> Outcome {
         return Ok(());
     }
     let interest = interest(old, new);
-    let needs_netns = !matches!(interest, Interest::None | Interest::Aborted);
-    let netns = namespace::<M>(&o, sk, needs_netns);
-    if !netns_wanted(netns) {
+    let ns = Namespace::of::<M>(&o, sk);
+    if !netns_wanted(ns.inum) {
         return Ok(());
     }
     count_transition(old, new);
@@ -166,7 +184,7 @@ fn raw_set_state<M: Kmem>(sk: u64, addr: u64, old: u8, new: u8) -> Outcome {
         Interest::None => Ok(()),
         Interest::Begin => {
             closing::begin(addr);
-            recent::remember(netns, &tuple_with::<M>(&o, sk)?.1);
+            recent::remember(&tuple_with::<M>(&o, sk)?.1);
             Ok(())
         }
         Interest::Aborted => {
@@ -177,24 +195,34 @@ fn raw_set_state<M: Kmem>(sk: u64, addr: u64, old: u8, new: u8) -> Outcome {
             Ended::Claimed => Ok(()),
             Ended::Open(process) => {
                 let (fam, tuple) = closing_tuple(&o, addr, tuple_with::<M>(&o, sk)?);
-                emit(Closed::new(stamp(netns, fam), addr, process, tuple, old))
+                let at = stamp(ns.inum::<M>(&o, sk), fam);
+                emit(Closed::new(at, addr, process, tuple, old))
             }
         },
         Interest::Established => {
             let (fam, tuple) = tuple_with::<M>(&o, sk)?;
-            established(netns, fam, addr, tuple, old, new)
+            established::<M>(&o, &ns, (sk, addr), fam, tuple, (old, new))
         }
     }
 }
 
 /// A new connection: reported only when its four-tuple began a close lately
 /// (see `recent`), since only then can it collide with a timewait socket.
+/// `(sk, addr)` as for [`raw_set_state`].
 #[inline(always)]
-fn established(netns: u32, fam: u8, sk: u64, tuple: Tuple, old: u8, new: u8) -> Outcome {
-    if !recent::recalls(netns, &tuple) {
+fn established<M: Kmem>(
+    o: &SockOffsets,
+    ns: &Namespace,
+    (sk, addr): (u64, u64),
+    fam: u8,
+    tuple: Tuple,
+    (old, new): (u8, u8),
+) -> Outcome {
+    if !recent::recalls(&tuple) {
         return Ok(());
     }
-    emit(StateChange::new(stamp(netns, fam), sk, tuple, old, new))
+    let at = stamp(ns.inum::<M>(o, sk), fam);
+    emit(StateChange::new(at, addr, tuple, old, new))
 }
 
 /// The four-tuple of a closing socket as it reports CLOSE: the kernel has
@@ -233,9 +261,8 @@ fn classic_set_state(ctx: &TracePointContext) -> Outcome {
     let new = field::<i32>(ctx, off::NEWSTATE)? as u8;
     let o = offsets();
     let interest = interest(old, new);
-    let needs_netns = !matches!(interest, Interest::None | Interest::Aborted);
-    let netns = namespace::<Probe>(&o, skaddr, needs_netns);
-    if !netns_wanted(netns) {
+    let ns = Namespace::of::<Probe>(&o, skaddr);
+    if !netns_wanted(ns.inum) {
         return Ok(());
     }
     count_transition(old, new);
@@ -243,7 +270,7 @@ fn classic_set_state(ctx: &TracePointContext) -> Outcome {
         Interest::None => Ok(()),
         Interest::Begin => {
             closing::begin(skaddr);
-            recent::remember(netns, &record_tuple(ctx)?.1);
+            recent::remember(&record_tuple(ctx)?.1);
             Ok(())
         }
         Interest::Aborted => {
@@ -254,12 +281,13 @@ fn classic_set_state(ctx: &TracePointContext) -> Outcome {
             Ended::Claimed => Ok(()),
             Ended::Open(process) => {
                 let (fam, tuple) = closing_tuple(&o, skaddr, record_tuple(ctx)?);
-                emit(Closed::new(stamp(netns, fam), skaddr, process, tuple, old))
+                let at = stamp(ns.inum::<Probe>(&o, skaddr), fam);
+                emit(Closed::new(at, skaddr, process, tuple, old))
             }
         },
         Interest::Established => {
             let (fam, tuple) = record_tuple(ctx)?;
-            established(netns, fam, skaddr, tuple, old, new)
+            established::<Probe>(&o, &ns, (skaddr, skaddr), fam, tuple, (old, new))
         }
     }
 }

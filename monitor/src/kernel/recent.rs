@@ -8,7 +8,7 @@ use std::{num::NonZeroUsize, ptr::NonNull, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, Map, MapData};
-use monitor_common::recent::GEN_WORDS;
+use monitor_common::recent::{GEN_WORDS, index};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 /// How long the kernel needs to remember a four-tuple: a timewait socket
@@ -66,11 +66,13 @@ impl Recent {
     /// Starts a new generation: clears the older one and makes it current.
     pub fn rotate(&mut self) -> Result<()> {
         let next = 1 - self.current;
-        let start = next as usize * GEN_WORDS as usize;
-        // SAFETY: within the mapping (two generations of GEN_WORDS words).
-        // Programs still set bits in the current generation, not this one.
-        unsafe {
-            std::ptr::write_bytes(self.words.as_ptr().add(start), 0, GEN_WORDS as usize);
+        let words = self.words.as_ptr();
+        for word in 0..GEN_WORDS {
+            // SAFETY: within the mapping (two generations of GEN_WORDS
+            // words). Programs still set bits in the current generation,
+            // not this one; its words interleave with the current one's,
+            // and an aligned 8-byte store never tears a neighbour.
+            unsafe { words.add(index(word, next) as usize).write_volatile(0) };
         }
         self.generation
             .set(0, next, 0)
