@@ -44,6 +44,7 @@ pub mod programs {
     pub const SYS_EXIT_BIND: &str = "sys_exit_bind";
     // reset
     pub const TCP_SEND_RESET: &str = "tcp_send_reset";
+    pub const TCP_SEND_RESET_RAW: &str = "tcp_send_reset_raw";
     // timewait: births
     pub const TCP_TIME_WAIT_FENTRY: &str = "tcp_time_wait_fentry";
     pub const TCP_TIME_WAIT_KPROBE: &str = "tcp_time_wait_kprobe";
@@ -82,6 +83,7 @@ pub mod programs {
         SYS_ENTER_BIND,
         SYS_EXIT_BIND,
         TCP_SEND_RESET,
+        TCP_SEND_RESET_RAW,
         TCP_TIME_WAIT_FENTRY,
         TCP_TIME_WAIT_KPROBE,
         TWSK_ALLOC_FEXIT,

@@ -23,6 +23,9 @@ pub struct SockOffsets {
     pub skc_v6_daddr: u32,
     /// -> `skc_net`: the `struct net *` (possible_net_t).
     pub skc_net: u32,
+    /// -> `skc_state` (u8): for a timewait socket, TIME_WAIT whatever its
+    /// substate.
+    pub skc_state: u32,
     /// `struct net` -> `ns.inum` (u32).
     pub net_inum: u32,
     /// `struct sock` -> `sk_protocol` (u16; a bitfield before Linux 5.6,
@@ -54,6 +57,7 @@ impl SockOffsets {
         skc_v6_rcv_saddr: OFFSET_UNKNOWN,
         skc_v6_daddr: OFFSET_UNKNOWN,
         skc_net: OFFSET_UNKNOWN,
+        skc_state: OFFSET_UNKNOWN,
         net_inum: OFFSET_UNKNOWN,
         sk_protocol: OFFSET_UNKNOWN,
         tw_substate: OFFSET_UNKNOWN,

@@ -199,7 +199,7 @@ fn late_data_into_fin_wait2_is_answered_with_rst_and_counted() {
     let attached = sample(
         &daemon.metrics(),
         "twmon_probe_attached",
-        r#"hook="timewait_reset_sent",method="tracepoint""#,
+        r#"hook="timewait_reset_sent",method="raw_tracepoint""#,
     );
     assert_eq!(attached, Some(1.0));
     let before = ns.netstat();

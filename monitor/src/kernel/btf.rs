@@ -48,6 +48,7 @@ pub fn resolve(btf: &Btf) -> SockOffsets {
         skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr"),
         skc_v6_daddr: skc("skc_v6_daddr"),
         skc_net: skc("skc_net"),
+        skc_state: skc("skc_state"),
         net_inum: field("net", &["ns", "inum"]),
         sk_protocol: field("sock", &["sk_protocol"]),
         tw_substate: field("inet_timewait_sock", &["tw_substate"]),
@@ -160,6 +161,8 @@ mod tests {
         assert_eq!((o.skc_daddr, o.skc_rcv_saddr), (0, 4), "{o:?}");
         assert_eq!((o.skc_dport, o.skc_num), (12, 14), "{o:?}");
         assert_eq!(o.skc_family, 16, "{o:?}");
+        // `skc_state` directly follows `skc_family` in every kernel since 2.6.
+        assert_eq!(o.skc_state, 18, "{o:?}");
         assert!(o.skc_v6_daddr > o.skc_family && o.skc_v6_rcv_saddr == o.skc_v6_daddr + 16);
         assert!(o.skc_net > 0 && o.skc_net < 136, "{o:?}");
         assert!(o.net_inum < 4096, "{o:?}");

@@ -47,7 +47,7 @@ pub fn attach_set_state(
             .push("tp_btf: socket fields or kernel BTF missing".to_string()),
     }
     if fields_known {
-        match raw_set_state(ebpf) {
+        match raw(ebpf, p::SET_STATE_RAW, "inet_sock_set_state") {
             Ok(fd) => {
                 status.method = Some(Method::RawTracepoint);
                 return Ok((status, fd));
@@ -91,13 +91,14 @@ fn btf_program(ebpf: &mut Ebpf, btf: &Btf, name: &str) -> Result<RawFd> {
     Ok(program.fd()?.as_fd().as_raw_fd())
 }
 
-fn raw_set_state(ebpf: &mut Ebpf) -> Result<RawFd> {
+/// Loads program `name` and attaches it to raw tracepoint `event`.
+fn raw(ebpf: &mut Ebpf, name: &str, event: &str) -> Result<RawFd> {
     let program: &mut RawTracePoint = ebpf
-        .program_mut(p::SET_STATE_RAW)
-        .ok_or_else(|| anyhow!("program {} missing", p::SET_STATE_RAW))?
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing"))?
         .try_into()?;
     program.load().context("load")?;
-    program.attach("inet_sock_set_state").context("attach")?;
+    program.attach(event).context("attach")?;
     Ok(program.fd()?.as_fd().as_raw_fd())
 }
 
@@ -175,39 +176,55 @@ pub fn attach_syscall(
 
 /// Attaches `tcp:tcp_send_reset`, filtered in the kernel to RSTs sent by
 /// timewait sockets, on kernels that report those there (6.10+, whose
-/// record has a reset reason). Not mandatory. The record's skaddr and
-/// state are all twmon reads from it; the four-tuple is read from the
-/// socket at BTF offsets, and without them the hook is refused.
+/// record has a reset reason). Not mandatory. The raw tracepoint is
+/// preferred (see monitor-ebpf's `reset`); the classic one takes the
+/// socket's state from its record. The four-tuple is read from the socket
+/// at BTF offsets, and without them the hook is refused.
 pub fn attach_reset(
     ebpf: &mut Ebpf,
     offsets: &SockOffsets,
     tracefs: &Path,
     filtered: bool,
 ) -> (HookStatus, Vec<RawFd>) {
-    let status = HookStatus::unattached(Hook::TimewaitResetSent);
+    let mut status = HookStatus::unattached(Hook::TimewaitResetSent);
     if !offsets.tuple_known() || (filtered && !offsets.netns_known()) {
         return refused(status, "the socket's fields are not in kernel BTF");
     }
-    let mut attempt = || -> Result<Vec<RawFd>> {
-        let fields =
-            tracefs::verify_tracepoint(tracefs, "tcp", "tcp_send_reset", reset_tp::FIELDS)?;
-        // Before 6.10 (no `reason` field) the tracepoint is not reached
-        // for timewait sockets' RSTs (measured on 6.1: 0 of 10), and a
-        // zero would read as "none sent".
-        if !fields.iter().any(|f| f.name == "reason") {
-            anyhow::bail!(
-                "tcp:tcp_send_reset has no reset reason: kernels before 6.10 do not report \
-                 the RSTs of timewait sockets there"
-            );
+    if let Err(err) = reports_timewait_resets(tracefs) {
+        return refused(status, &one_line(&err));
+    }
+    if offsets.skc_state == OFFSET_UNKNOWN {
+        status
+            .refused
+            .push("raw_tracepoint: skc_state not found in kernel BTF".to_string());
+    } else {
+        match raw(ebpf, p::TCP_SEND_RESET_RAW, "tcp_send_reset") {
+            Ok(fd) => {
+                status.method = Some(Method::RawTracepoint);
+                return (status, vec![fd]);
+            }
+            Err(err) => status
+                .refused
+                .push(format!("raw_tracepoint: {}", one_line(&err))),
         }
-        Ok(vec![classic(
-            ebpf,
-            p::TCP_SEND_RESET,
-            "tcp",
-            "tcp_send_reset",
-        )?])
-    };
-    outcome(status, attempt())
+    }
+    let attempt = classic(ebpf, p::TCP_SEND_RESET, "tcp", "tcp_send_reset").map(|fd| vec![fd]);
+    outcome(status, attempt)
+}
+
+/// Whether `tcp:tcp_send_reset` is reached for timewait sockets' RSTs:
+/// before 6.10 (no `reason` field) it is not (measured on 6.1: 0 of 10),
+/// and a zero would read as "none sent". Also checks the record layout the
+/// classic program reads.
+fn reports_timewait_resets(tracefs: &Path) -> Result<()> {
+    let fields = tracefs::verify_tracepoint(tracefs, "tcp", "tcp_send_reset", reset_tp::FIELDS)?;
+    if !fields.iter().any(|f| f.name == "reason") {
+        anyhow::bail!(
+            "tcp:tcp_send_reset has no reset reason: kernels before 6.10 do not report \
+             the RSTs of timewait sockets there"
+        );
+    }
+    Ok(())
 }
 
 fn refused(mut status: HookStatus, why: &str) -> (HookStatus, Vec<RawFd>) {

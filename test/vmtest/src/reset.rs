@@ -19,7 +19,7 @@ pub fn resets_sent(ctx: &Ctx) {
         sample(&text, "twmon_probe_attached", &labels)
     };
     if kernel_at_least(6, 10) {
-        assert_eq!(attached("tracepoint"), Some(1.0), "{text}");
+        assert_eq!(attached("raw_tracepoint"), Some(1.0), "{text}");
         let before = ctx.inside(tcp_counters_here);
         ctx.inside(|| testkit::late_data_into_fin_wait2(SENT));
         let count = |t: &str| sample(t, "twmon_timewait_resets_sent_total", "").unwrap_or(0.0);
