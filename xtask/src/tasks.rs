@@ -75,6 +75,10 @@ pub fn test() -> Result<()> {
     // Two minutes of churn: memory flat once the table is full, the
     // population following ss while it has room.
     crate::soak::soak(2)?;
+    // The bench, briefly, so it cannot rot: its figures are printed (and
+    // written to target/bench/), never asserted; `cargo xtask bench` is the
+    // measurement.
+    crate::bench::bench(true)?;
     // The same scenarios on real 5.10, 6.1 and 6.18 kernels (and 6.1 and
     // 6.18 on arm64), with kprobes and fentry.
     let vm = crate::vm::vm_test(None, None)?;
