@@ -284,7 +284,16 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
 pub fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    // One write: `write!` sends the format's pieces one by one, and a server
+    // that answers after the first bytes (plain HTTP on its TLS port) and
+    // closes turns the later pieces into EPIPE before any answer is read.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if let Err(err) = stream.write_all(request.as_bytes()) {
+        // Its answer may still be waiting to be read.
+        if err.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(err);
+        }
+    }
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
