@@ -204,7 +204,9 @@ impl Table {
         self.breakdowns.count(&key, &entry, 1);
         self.early_ended.remove(&key);
         self.due_at(entry.expires_ns);
-        if let Some(old) = self.entries.insert(key, &entry) {
+        // Marked as the latest round's lists were: the next round, whose
+        // mark is the other, finds it unlisted unless its dump lists it.
+        if let Some(old) = self.entries.insert(key, &entry, self.mark) {
             self.breakdowns.count(&key, &old, -1);
         }
         if self.entries.len() > self.config.capacity {

@@ -15,7 +15,7 @@ use super::{
     pressure::pressure_of,
 };
 use crate::model::{
-    event::DeathCause,
+    event::{DeathCause, Process},
     snapshot::{DiagSocket, SnapshotRound},
     tcp::TcpState,
 };
@@ -124,8 +124,8 @@ impl Table {
         if self.seeded {
             drift.adopted += 1;
         }
+        // Inserted with this round's mark: listed.
         self.adopt(key, sock.state, taken_ns, expires_ns);
-        self.entries.mark(&key, self.mark);
     }
 
     /// Ends (or discards) the entries the round shows gone.
@@ -144,16 +144,20 @@ impl Table {
                     .as_ref()
                     .is_some_and(|all| key.netns != 0 && !all.contains(&key.netns));
                 if vanished {
-                    fates.push((key, Fate::End(newest, DeathCause::Purged)));
+                    fates.push((key, Fate::End(newest, DeathCause::Purged), None));
                 }
                 continue;
             };
             if marked || entry.born_ns >= taken_ns {
                 continue;
             }
-            fates.push((key, self.fate_of_missing(&entry, taken_ns, drift)));
+            let fate = self.fate_of_missing(&entry, taken_ns, drift);
+            fates.push((key, fate, entry.closer));
         }
-        for (key, fate) in fates {
+        for (key, fate, closer) in fates {
+            if !matches!(fate, Fate::End(_, DeathCause::Expired | DeathCause::Purged)) {
+                self.park_closer(key, closer);
+            }
             match fate {
                 Fate::Discard => {
                     if let Some(entry) = self.entries.remove(&key) {
@@ -163,6 +167,16 @@ impl Table {
                 }
                 Fate::End(ts, cause) => self.end(key, ts, cause, true),
             }
+        }
+    }
+
+    /// Keeps who closed a socket a dump did not list before its time, for
+    /// the next dump that may: a dump taken under churn can skip sockets
+    /// (sock_diag resumes by position within a hash bucket), and an
+    /// adoption only finds the closer here.
+    fn park_closer(&mut self, key: Key, closer: Option<Process>) {
+        if let Some(process) = closer {
+            self.closers.insert(key, process);
         }
     }
 

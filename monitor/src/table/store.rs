@@ -245,13 +245,6 @@ impl Store {
         }
     }
 
-    fn slot_mut(&mut self, k: &Key) -> Option<&mut Slot> {
-        match k.family {
-            Family::Ipv4 => self.v4.get_mut(&K4::of(k)),
-            Family::Ipv6 => self.v6.get_mut(&K6::of(k)),
-        }
-    }
-
     fn entry(&self, s: &Slot) -> Entry {
         unpacked(s, &self.closers)
     }
@@ -274,10 +267,10 @@ impl Store {
         self.slot(k).is_some()
     }
 
-    /// Inserts or replaces the entry at `k`, unmarked; returns the one
-    /// replaced.
-    pub fn insert(&mut self, k: Key, e: &Entry) -> Option<Entry> {
-        let slot = self.pack(e, false);
+    /// Inserts or replaces the entry at `k` with the given mark; returns
+    /// the one replaced.
+    pub fn insert(&mut self, k: Key, e: &Entry, mark: bool) -> Option<Entry> {
+        let slot = self.pack(e, mark);
         let old = match k.family {
             Family::Ipv4 => self.v4.insert(K4::of(&k), slot),
             Family::Ipv6 => self.v6.insert(K6::of(&k), slot),
@@ -326,13 +319,6 @@ impl Store {
         };
         *slot = packed(&e, id, mark.unwrap_or(slot.flags & SEEN != 0));
         true
-    }
-
-    /// Marks the entry at `k` as listed by the round whose mark is `mark`.
-    pub fn mark(&mut self, k: &Key, mark: bool) {
-        if let Some(s) = self.slot_mut(k) {
-            s.flags = (s.flags & !SEEN) | if mark { SEEN } else { 0 };
-        }
     }
 
     /// Every entry, with whether it carries `mark`.
@@ -447,7 +433,7 @@ mod tests {
         let mut s = Store::default();
         for family in [Family::Ipv4, Family::Ipv6] {
             let k = key(family, 40000);
-            assert_eq!(s.insert(k, &entry(Some("curl"))), None);
+            assert_eq!(s.insert(k, &entry(Some("curl")), false), None);
             assert_eq!(s.get(&k), Some(entry(Some("curl"))));
             assert!(s.update(&k, |e| e.segments = 70_000));
             assert_eq!(s.get(&k).map(|e| e.segments), Some(u32::from(u16::MAX)));
@@ -463,16 +449,16 @@ mod tests {
     fn closers_are_kept_once_and_freed_with_their_last_entry() {
         let mut s = Store::default();
         for port in 0..100 {
-            s.insert(key(Family::Ipv4, port), &entry(Some("nginx")));
+            s.insert(key(Family::Ipv4, port), &entry(Some("nginx")), false);
         }
-        s.insert(key(Family::Ipv4, 100), &entry(None));
+        s.insert(key(Family::Ipv4, 100), &entry(None), false);
         assert_eq!(s.closers.ids.len(), 1);
         for port in 0..100 {
             s.remove(&key(Family::Ipv4, port));
         }
         assert!(s.closers.ids.is_empty());
         // A freed id is reused.
-        s.insert(key(Family::Ipv4, 1), &entry(Some("curl")));
+        s.insert(key(Family::Ipv4, 1), &entry(Some("curl")), false);
         assert_eq!(s.closers.slots.len(), 1);
         assert_eq!(
             s.get(&key(Family::Ipv4, 1)).unwrap().closer,
@@ -488,9 +474,9 @@ mod tests {
                 born_ns: u64::from(10 - port),
                 ..entry(None)
             };
-            s.insert(key(Family::Ipv6, port), &e);
+            s.insert(key(Family::Ipv6, port), &e, false);
         }
-        s.mark(&key(Family::Ipv6, 3), true);
+        s.update_marked(&key(Family::Ipv6, 3), true, |_| {});
         s.update(&key(Family::Ipv6, 3), |e| e.segments += 1);
         let marked: Vec<Key> = s
             .iter(true)

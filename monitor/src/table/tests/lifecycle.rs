@@ -97,11 +97,7 @@ fn connect_reuse_seen_by_probes_is_one_collision() {
 
 #[test]
 fn takeovers_are_derived_from_transitions_without_death_probes() {
-    let mut table = Table::new(Config {
-        derive_births: true,
-        derive_deaths: true,
-        ..Config::default()
-    });
+    let mut table = tracepoint_only();
     let server = tuple(80, 50000);
     // Server closes first: the derived birth comes from FIN_WAIT2 -> CLOSE,
     // with the four-tuple the close began with (by CLOSE the kernel has

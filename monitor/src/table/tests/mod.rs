@@ -188,6 +188,16 @@ pub(super) fn close_with_probes(
     }));
 }
 
+/// A table as tracepoint-only mode runs it: births and deaths derived
+/// from transitions and snapshots.
+pub(super) fn tracepoint_only() -> Table {
+    Table::new(Config {
+        derive_births: true,
+        derive_deaths: true,
+        ..Config::default()
+    })
+}
+
 pub(super) fn population(table: &Table) -> u64 {
     table.summary(20, false).population.values().sum()
 }

@@ -4,11 +4,7 @@ use super::*;
 
 #[test]
 fn snapshots_confirm_discard_and_end_derived_entries() {
-    let mut table = Table::new(Config {
-        derive_births: true,
-        derive_deaths: true,
-        ..Config::default()
-    });
+    let mut table = tracepoint_only();
     let real = tuple(40010, 80);
     let aborted = tuple(40011, 80);
     let killed = tuple(40012, 80);
@@ -110,11 +106,7 @@ fn a_probe_birth_after_adoption_is_the_same_socket() {
 
 #[test]
 fn a_transition_arriving_after_adoption_explains_the_socket() {
-    let mut table = Table::new(Config {
-        derive_births: true,
-        derive_deaths: true,
-        ..Config::default()
-    });
+    let mut table = tracepoint_only();
     let t = tuple(40032, 80);
     table.reconcile(&snapshot(SEC, &[]));
     // The dump saw the timewait socket before the CLOSE record was drained
@@ -149,6 +141,45 @@ fn an_adopted_socket_gets_the_closer_its_lost_birth_would_have_carried() {
     assert_eq!(
         table.summary(20, false).by_process,
         vec![((0, "curl".to_string()), 1)]
+    );
+}
+
+#[test]
+fn a_socket_one_dump_misses_keeps_its_closer_when_the_next_lists_it() {
+    // sock_diag resumes a dump by position within a hash bucket, so a
+    // socket can be missing from one dump taken under churn and listed
+    // by the next.
+    let mut table = tracepoint_only();
+    let tentative = tuple(40034, 80);
+    let confirmed = tuple(40035, 80);
+    table.apply(&closed(SEC, 1, confirmed, Some("nginx")));
+    table.reconcile(&snapshot(
+        2 * SEC,
+        &[(confirmed, TcpState::TimeWait, 59_000)],
+    ));
+    table.apply(&closed(3 * SEC, 2, tentative, Some("curl")));
+    // This dump misses both: one is discarded, the other ended.
+    table.reconcile(&snapshot(4 * SEC, &[]));
+    assert!(table.is_empty());
+    table.reconcile(&snapshot(
+        6 * SEC,
+        &[
+            (tentative, TcpState::TimeWait, 57_000),
+            (confirmed, TcpState::TimeWait, 55_000),
+        ],
+    ));
+    let closer = |t| {
+        table
+            .get(&k(t))
+            .and_then(|e| e.closer)
+            .map(|p| p.comm.as_string())
+    };
+    assert_eq!(closer(tentative).as_deref(), Some("curl"));
+    assert_eq!(closer(confirmed).as_deref(), Some("nginx"));
+    let s = table.summary(20, false);
+    assert_eq!(
+        s.by_process,
+        vec![((0, "curl".to_string()), 1), ((0, "nginx".to_string()), 1)]
     );
 }
 
