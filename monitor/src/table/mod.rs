@@ -65,6 +65,8 @@ pub struct Table {
     /// Who closed sockets whose birth report was lost, for the snapshot
     /// that adopts them.
     closers: BoundedMap<Key, Process>,
+    /// Who closed the sockets the latest rounds skipped, for re-adoption.
+    unlisted: reconcile::Unlisted,
     /// Entries cut short (RST, or a kill no hook explained) within the
     /// guard window, for reincarnations.
     early_ended: BoundedMap<Key, Ended>,
@@ -99,6 +101,7 @@ impl Table {
         Table {
             entries: Store::default(),
             closers: BoundedMap::new(CLOSERS_CAPACITY),
+            unlisted: reconcile::Unlisted::default(),
             early_ended: BoundedMap::new(config.capacity),
             recent_deaths: BoundedMap::new(config.capacity),
             seeded: false,

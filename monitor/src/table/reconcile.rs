@@ -20,6 +20,35 @@ use crate::model::{
     tcp::TcpState,
 };
 
+/// Who closed the sockets a round did not list before their time, kept
+/// one round more: a dump taken under churn can skip a socket (sock_diag
+/// resumes by position within a hash bucket) that the next one lists and
+/// adopts, and only the ended entry knew its closer. Two rounds' worth at
+/// most, so what no later dump lists (a socket an RST killed) is dropped.
+#[derive(Debug, Default)]
+pub(super) struct Unlisted {
+    /// Parked by the latest round.
+    latest: HashMap<Key, Process>,
+    /// Parked by the round before: what this round's adoptions look in.
+    previous: HashMap<Key, Process>,
+}
+
+impl Unlisted {
+    fn begin_round(&mut self) {
+        self.previous = std::mem::take(&mut self.latest);
+    }
+
+    fn park(&mut self, key: Key, closer: Option<Process>) {
+        if let Some(process) = closer {
+            self.latest.insert(key, process);
+        }
+    }
+
+    fn take(&mut self, key: &Key) -> Option<Process> {
+        self.previous.remove(key)
+    }
+}
+
 /// What a round means for one entry it does not list.
 enum Fate {
     /// A tentative entry no snapshot confirmed: never real.
@@ -32,6 +61,7 @@ impl Table {
     /// Reconciles the table with a round of sock_diag snapshots.
     pub fn reconcile(&mut self, round: &SnapshotRound) {
         self.mark = !self.mark;
+        self.unlisted.begin_round();
         let mut drift = Drift::default();
         let taken = self.take_context(round);
         for snap in &round.namespaces {
@@ -156,7 +186,7 @@ impl Table {
         }
         for (key, fate, closer) in fates {
             if !matches!(fate, Fate::End(_, DeathCause::Expired | DeathCause::Purged)) {
-                self.park_closer(key, closer);
+                self.unlisted.park(key, closer);
             }
             match fate {
                 Fate::Discard => {
@@ -167,16 +197,6 @@ impl Table {
                 }
                 Fate::End(ts, cause) => self.end(key, ts, cause, true),
             }
-        }
-    }
-
-    /// Keeps who closed a socket a dump did not list before its time, for
-    /// the next dump that may: a dump taken under churn can skip sockets
-    /// (sock_diag resumes by position within a hash bucket), and an
-    /// adoption only finds the closer here.
-    fn park_closer(&mut self, key: Key, closer: Option<Process>) {
-        if let Some(process) = closer {
-            self.closers.insert(key, process);
         }
     }
 
@@ -218,7 +238,10 @@ impl Table {
             expires_ns,
             skaddr: 0,
             segments: 0,
-            closer: self.closers.remove(&key),
+            closer: self
+                .closers
+                .remove(&key)
+                .or_else(|| self.unlisted.take(&key)),
         };
         self.insert(key, entry);
     }

@@ -184,6 +184,22 @@ fn a_socket_one_dump_misses_keeps_its_closer_when_the_next_lists_it() {
 }
 
 #[test]
+fn a_skipped_sockets_closer_is_kept_one_round_only() {
+    // An RST killed it: no later dump lists it. A socket of the same
+    // four-tuple that a much later dump adopts is another one, whose
+    // closer is unknown rather than the old one's.
+    let mut table = tracepoint_only();
+    let t = tuple(40036, 80);
+    table.apply(&closed(SEC, 1, t, Some("curl")));
+    table.reconcile(&snapshot(2 * SEC, &[]));
+    table.reconcile(&snapshot(4 * SEC, &[]));
+    table.reconcile(&snapshot(6 * SEC, &[(t, TcpState::TimeWait, 59_000)]));
+    let e = table.get(&k(t)).unwrap();
+    assert_eq!(e.origin, Origin::Snapshot);
+    assert!(e.closer.is_none());
+}
+
+#[test]
 fn without_a_death_probe_the_timer_ends_entries_between_snapshots() {
     let mut table = Table::new(Config {
         derive_births: true,
