@@ -91,7 +91,7 @@ impl Server {
     /// SIGTERM, then waits; a twmon that does not exit 0 is a failure.
     pub fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait()?;
         if !status.success() {
             bail!("{} exited with {status} on SIGTERM", self.what);
@@ -105,11 +105,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// The lightest thing one would attach to watch TCP state transitions: a
@@ -154,7 +149,7 @@ impl Bpftrace {
     /// SIGINT (bpftrace prints its map and exits), then waits.
     pub fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc_kill(self.child.id() as i32, 2) };
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.child.wait()?;
         Ok(())
     }

@@ -7,7 +7,8 @@
 //!   whose order alternates; the figure is the median of the per-pair
 //!   throughput ratios, at 1 and 2 client threads; and, for scale, the same
 //!   at one thread with a bpftrace one-liner that only counts the state
-//!   transitions instead of twmon.
+//!   transitions instead of twmon, and with an empty program on the same
+//!   hook (the floor no watcher of it can go below).
 //! - **Loss**: at the highest churn two threads make, what the kernel could
 //!   not deliver (by reason), and how many timewait sockets carry the
 //!   process that closed them.
@@ -19,6 +20,7 @@
 //! (`target/bench/` with `--quick`, which CI runs so the bench cannot rot).
 
 pub mod daemon;
+mod floor;
 pub mod host;
 mod report;
 mod runs;

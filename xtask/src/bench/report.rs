@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    Plan, daemon,
-    runs::{Overhead, Population, Results},
+    Plan, daemon, floor,
+    runs::{Overhead, Population, Results, Watcher},
 };
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -27,13 +27,13 @@ pub fn table(r: &Results) -> String {
             o.pairs.iter().map(|p| p.twmon_cpu).sum::<f64>() / o.pairs.len().max(1) as f64,
         );
     }
-    if let Some(o) = &r.peer {
+    for o in &r.peers {
         let (min, max) = spread(o);
         let _ = writeln!(
             out,
-            "for scale, bpftrace counting the same transitions instead ({}), {} thread(s): median \
-             ratio {:.3} over {} pairs (min {min:.3}, max {max:.3})",
-            daemon::BPFTRACE_COUNTER,
+            "for scale, {} instead, {} thread(s): median ratio {:.3} over {} pairs (min {min:.3}, \
+             max {max:.3})",
+            watcher_text(o.watcher),
             o.threads,
             o.median_ratio(),
             o.pairs.len(),
@@ -79,6 +79,21 @@ pub fn table(r: &Results) -> String {
         );
     }
     out
+}
+
+/// What watched a series, in words.
+fn watcher_text(w: Watcher) -> String {
+    match w {
+        Watcher::Twmon => "twmon".into(),
+        Watcher::Bpftrace => format!(
+            "bpftrace counting the same transitions ({})",
+            daemon::BPFTRACE_COUNTER
+        ),
+        Watcher::Floor => format!(
+            "an empty program on the same hook (raw tracepoint {:?}: the floor)",
+            floor::HOOK
+        ),
+    }
 }
 
 fn spread(o: &Overhead) -> (f64, f64) {
@@ -192,7 +207,7 @@ pub fn markdown(r: &Results, plan: &Plan) -> String {
         "| watcher | threads | pair | without | with | ratio | watcher CPU (s) |\n\
          |---|---|---|---|---|---|---|"
     );
-    for o in r.overhead.iter().chain(&r.peer) {
+    for o in r.overhead.iter().chain(&r.peers) {
         for (i, p) in o.pairs.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -259,16 +274,25 @@ fn ratio_panel(s: &mut String, r: &Results, x0: f64) {
         x0 + 250.0,
         y(0.97) - 3.0
     );
-    let series: Vec<&Overhead> = r.overhead.iter().chain(&r.peer).collect();
+    let series: Vec<&Overhead> = r.overhead.iter().chain(&r.peers).collect();
     let points = series.iter().map(|o| o.pairs.len()).sum::<usize>().max(1);
-    let step = (200.0 / points as f64).min(12.0);
+    // The series and the gaps between them fill the panel's 280 px; labels
+    // alternate between two lines so neighbours do not overlap.
+    let gap = 20.0;
+    let step = ((260.0 - gap * series.len() as f64) / points as f64).min(12.0);
     let mut x = x0 + 10.0;
-    for (o, color) in series.into_iter().zip(["#4477aa", "#66ccee", "#999999"]) {
+    for (i, (o, color)) in series
+        .into_iter()
+        .zip(["#4477aa", "#66ccee", "#999999", "#bbbbbb"])
+        .enumerate()
+    {
         let label = match o.watcher {
-            super::runs::Watcher::Twmon => format!("twmon, {} thr", o.threads),
-            super::runs::Watcher::Bpftrace => format!("bpftrace, {} thr", o.threads),
+            Watcher::Twmon => format!("twmon, {} thr", o.threads),
+            Watcher::Bpftrace => format!("bpftrace, {} thr", o.threads),
+            Watcher::Floor => format!("empty, {} thr", o.threads),
         };
-        let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"275\">{label}</text>");
+        let label_y = 272 + 13 * (i % 2);
+        let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"{label_y}\">{label}</text>");
         for p in &o.pairs {
             let _ = writeln!(
                 s,
@@ -278,7 +302,7 @@ fn ratio_panel(s: &mut String, r: &Results, x0: f64) {
             );
             x += step;
         }
-        x += 30.0;
+        x += gap;
     }
 }
 

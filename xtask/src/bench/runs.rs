@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     Bins, Plan,
     daemon::{self, Server, population},
+    floor,
     host::{Netns, cpu_time, rss, sample},
 };
 
@@ -50,6 +51,9 @@ pub enum Watcher {
     Twmon,
     /// [`daemon::BPFTRACE_COUNTER`], for scale.
     Bpftrace,
+    /// An empty program on the same hook ([`floor`]): what any watcher of
+    /// it pays.
+    Floor,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -132,8 +136,9 @@ impl Population {
 pub struct Results {
     pub kernel: String,
     pub overhead: Vec<Overhead>,
-    /// The same as `overhead` at one thread, watched by bpftrace instead.
-    pub peer: Option<Overhead>,
+    /// The same as `overhead` at one thread, watched by bpftrace and by
+    /// the empty program instead, for scale.
+    pub peers: Vec<Overhead>,
     pub loss: Option<Loss>,
     pub populations: Vec<Population>,
 }
@@ -151,7 +156,9 @@ pub fn all(bins: &Bins, plan: &Plan, out: &Path) -> Result<Results> {
             .overhead
             .push(overhead(bins, plan, Watcher::Twmon, threads, out)?);
     }
-    results.peer = Some(overhead(bins, plan, Watcher::Bpftrace, 1, out)?);
+    for watcher in [Watcher::Bpftrace, Watcher::Floor] {
+        results.peers.push(overhead(bins, plan, watcher, 1, out)?);
+    }
     results.loss = Some(loss(bins, plan, out)?);
     for &n in plan.populations {
         results
@@ -203,18 +210,8 @@ fn overhead(
             // earlier run left (60 s of them) slow the kernel's port search
             // and grow what twmon dumps, so runs would not compare.
             let ns = Netns::new(&name)?;
-            if with && watcher == Watcher::Twmon {
-                let twmon = daemon::twmon(&bins.twmon, &out.join("twmon-overhead.log"), &[])?;
-                let cpu0 = cpu_time(twmon.pid())?;
-                pair.with = churn(bins, &ns, &args)?;
-                pair.twmon_cpu = (cpu_time(twmon.pid())? - cpu0).as_secs_f64();
-                twmon.stop()?;
-            } else if with {
-                let bpftrace = daemon::Bpftrace::start(&out.join("bpftrace.log"))?;
-                let cpu0 = cpu_time(bpftrace.pid())?;
-                pair.with = churn(bins, &ns, &args)?;
-                pair.twmon_cpu = (cpu_time(bpftrace.pid())? - cpu0).as_secs_f64();
-                bpftrace.stop()?;
+            if with {
+                (pair.with, pair.twmon_cpu) = watched(bins, watcher, &ns, &args, out)?;
             } else {
                 pair.without = churn(bins, &ns, &args)?;
             }
@@ -234,6 +231,40 @@ fn overhead(
         series.pairs.push(pair);
     }
     Ok(series)
+}
+
+/// One churn run under `watcher`, and the watcher's CPU seconds meanwhile.
+fn watched(
+    bins: &Bins,
+    watcher: Watcher,
+    ns: &Netns,
+    args: &[&str],
+    out: &Path,
+) -> Result<(Churn, f64)> {
+    let measured = |pid: u32| -> Result<(Churn, f64)> {
+        let cpu0 = cpu_time(pid)?;
+        let run = churn(bins, ns, args)?;
+        Ok((run, (cpu_time(pid)? - cpu0).as_secs_f64()))
+    };
+    match watcher {
+        Watcher::Twmon => {
+            let twmon = daemon::twmon(&bins.twmon, &out.join("twmon-overhead.log"), &[])?;
+            let got = measured(twmon.pid())?;
+            twmon.stop()?;
+            Ok(got)
+        }
+        Watcher::Bpftrace => {
+            let bpftrace = daemon::Bpftrace::start(&out.join("bpftrace.log"))?;
+            let got = measured(bpftrace.pid())?;
+            bpftrace.stop()?;
+            Ok(got)
+        }
+        // Runs in the kernel only, in the churn's own threads.
+        Watcher::Floor => {
+            let _floor = floor::Floor::attach()?;
+            Ok((churn(bins, ns, args)?, 0.0))
+        }
+    }
 }
 
 fn loss(bins: &Bins, plan: &Plan, out: &Path) -> Result<Loss> {
