@@ -6,9 +6,9 @@
 //!   own, with and without `twmon run` watching every namespace, in pairs
 //!   whose order alternates; the figure is the median of the per-pair
 //!   throughput ratios, at 1 and 2 client threads; and, for scale, the same
-//!   at one thread with a bpftrace one-liner that only counts the state
-//!   transitions instead of twmon, and with an empty program on the same
-//!   hook (the floor no watcher of it can go below).
+//!   with a bpftrace one-liner that only counts the state transitions
+//!   instead of twmon (one thread), and with an empty program on the same
+//!   hook (both: the floor no watcher of it can go below).
 //! - **Loss**: at the highest churn two threads make, what the kernel could
 //!   not deliver (by reason), and how many timewait sockets carry the
 //!   process that closed them.

@@ -283,7 +283,7 @@ fn ratio_panel(s: &mut String, r: &Results, x0: f64) {
     let mut x = x0 + 10.0;
     for (i, (o, color)) in series
         .into_iter()
-        .zip(["#4477aa", "#66ccee", "#999999", "#bbbbbb"])
+        .zip(["#4477aa", "#66ccee", "#999999", "#bbbbbb", "#dddddd"])
         .enumerate()
     {
         let label = match o.watcher {

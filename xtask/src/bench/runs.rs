@@ -136,8 +136,8 @@ impl Population {
 pub struct Results {
     pub kernel: String,
     pub overhead: Vec<Overhead>,
-    /// The same as `overhead` at one thread, watched by bpftrace and by
-    /// the empty program instead, for scale.
+    /// The same as `overhead`, watched by bpftrace (one thread) and by the
+    /// empty program (one and two) instead, for scale.
     pub peers: Vec<Overhead>,
     pub loss: Option<Loss>,
     pub populations: Vec<Population>,
@@ -156,8 +156,16 @@ pub fn all(bins: &Bins, plan: &Plan, out: &Path) -> Result<Results> {
             .overhead
             .push(overhead(bins, plan, Watcher::Twmon, threads, out)?);
     }
-    for watcher in [Watcher::Bpftrace, Watcher::Floor] {
-        results.peers.push(overhead(bins, plan, watcher, 1, out)?);
+    // The floor at both thread counts, as twmon; bpftrace at one suffices
+    // for scale.
+    for (watcher, threads) in [
+        (Watcher::Bpftrace, 1),
+        (Watcher::Floor, 1),
+        (Watcher::Floor, 2),
+    ] {
+        results
+            .peers
+            .push(overhead(bins, plan, watcher, threads, out)?);
     }
     results.loss = Some(loss(bins, plan, out)?);
     for &n in plan.populations {
