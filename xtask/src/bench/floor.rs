@@ -21,8 +21,9 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 
-/// `mov r0, 0` and `exit`, as the kernel encodes them.
-const PROGRAM: [u64; 2] = [0xb7, 0x95];
+/// `mov r0, 0` and `exit`, as the kernel encodes them; a static, so the
+/// pointer handed to the kernel is to memory that lives.
+static PROGRAM: [u64; 2] = [0xb7, 0x95];
 
 /// The head of `union bpf_attr` for `BPF_PROG_LOAD`, zero beyond it.
 #[repr(C)]
