@@ -200,11 +200,43 @@ fn timewait_population_and_transitions_match_the_kernel() {
     // ...and nothing from outside the namespace: exactly our two listeners,
     // although this test's own scrapes run in the host namespace.
     assert_eq!(transitions(&text, "CLOSE", "LISTEN"), 2.0, "{text}");
+    filter_holds_each_close(&text, 2 * N);
     eprintln!("events {events}, lost {lost}, ss TIME_WAIT ({ss_v4}, {ss_v6}), {netstat:?}");
 
     let (status, elapsed) = daemon.terminate();
     eprintln!("twmon exited with {status} {elapsed:?} after SIGTERM");
     assert!(status.success(), "twmon exited with {status} after SIGTERM");
+}
+
+/// The kernel's filter of recent closes holds two bits for each of the
+/// namespace's `closes` active closes (the kernel's `TcpExt.TW`, checked
+/// above), in the current generation only, and its false-match chance is
+/// what those bits make: `closes` words of two bits each, 2 ordered pairs
+/// apiece, out of 2^19 words x 64 x 63 choices. Two closes may share a
+/// word (odds of a few percent here) or a bit, hence the slack.
+fn filter_holds_each_close(text: &str, closes: u64) {
+    let fill = |generation: &str| {
+        sample(
+            text,
+            "twmon_collision_filter_fill_ratio",
+            &format!(r#"generation="{generation}""#),
+        )
+        .unwrap_or_else(|| panic!("no {generation} filter fill:\n{text}"))
+    };
+    let bits = (fill("current") * f64::from(1u32 << 25)).round() as u64;
+    assert!(
+        (2 * closes - 4..=2 * closes).contains(&bits),
+        "{bits} bits set for {closes} closes:\n{text}"
+    );
+    assert_eq!(fill("previous"), 0.0, "{text}");
+    let false_match =
+        sample(text, "twmon_collision_filter_false_match_ratio", "").expect("false match ratio");
+    let pairs = (false_match * f64::from(1u32 << 19) * 64.0 * 63.0).round() as u64;
+    assert!(
+        (bits..=bits + 40).contains(&pairs),
+        "{pairs} bit pairs set for {bits} bits:\n{text}"
+    );
+    eprintln!("filter: {bits} bits and {pairs} bit pairs set for {closes} closes");
 }
 
 #[test]

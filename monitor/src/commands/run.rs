@@ -119,7 +119,7 @@ async fn run_async(
     );
     log_scope(&scope);
     let mut probes = probes;
-    let recent = probes.recent.take();
+    let recent = Arc::clone(&probes.recent);
     let kernel_log = probes.kernel_log.take();
     let (exposed, snapshots, recorder) = seed(&opts, scope, probes, recording).await?;
     log::info!(
@@ -133,9 +133,7 @@ async fn run_async(
         }
     );
     let ring = Ring::new(ring)?;
-    if let Some(recent) = recent {
-        tokio::spawn(age_recent(recent, recent::period(opts.guard_window)));
-    }
+    tokio::spawn(age_recent(recent, recent::period(opts.guard_window)));
     if let Some(kernel_log) = kernel_log {
         tokio::spawn(kernel_log::forward(kernel_log));
     }
@@ -153,7 +151,7 @@ async fn run_async(
 
 /// Ages the kernel's filter of recently closed four-tuples, one generation
 /// per period, for as long as the daemon runs.
-async fn age_recent(mut recent: Recent, period: Duration) {
+async fn age_recent(recent: Arc<Recent>, period: Duration) {
     let mut tick = tokio::time::interval(period);
     tick.tick().await;
     loop {

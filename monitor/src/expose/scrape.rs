@@ -207,6 +207,10 @@ impl Scrape {
             .kernel
             .errors
             .insert((Hook::SetState, "ringbuf_full"), 1);
+        scrape.kernel.filter = Some(crate::model::hooks::FilterFill {
+            words: 1,
+            ..Default::default()
+        });
         let addr = std::net::IpAddr::from([192, 0, 2, 1]);
         let t = &mut scrape.table;
         t.population

@@ -15,7 +15,7 @@ pub mod recent;
 pub mod tracefs;
 mod tracepoints;
 
-use std::{collections::BTreeMap, fmt, os::fd::RawFd, path::PathBuf, str::FromStr};
+use std::{collections::BTreeMap, fmt, os::fd::RawFd, path::PathBuf, str::FromStr, sync::Arc};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -115,9 +115,9 @@ pub struct Probes {
     pub hooks: Hooks,
     /// Whether records carry their network namespace.
     pub netns_known: bool,
-    /// The filter of recently closed four-tuples, until the daemon takes
-    /// it to age it.
-    pub recent: Option<recent::Recent>,
+    /// The filter of recently closed four-tuples: read here, aged by the
+    /// daemon.
+    pub recent: Arc<recent::Recent>,
     /// The kernel programs' log, until the daemon takes it to forward it.
     pub kernel_log: Option<KernelLog>,
 }
@@ -130,7 +130,7 @@ impl Probes {
     /// What the kernel counted: transitions, records each hook lost, by
     /// reason, and the program runs it skipped because a tracing program
     /// was already running on that CPU (an interrupt's softirq nesting into
-    /// a running program).
+    /// a running program); and how full its filter of recent closes is.
     pub fn counts(&self) -> KernelCounts {
         let mut counts = KernelCounts::default();
         let transitions = sum(&self.transitions, "TRANSITIONS");
@@ -169,6 +169,7 @@ impl Probes {
             }
         }
         counts.skipped_runs.retain(|_, n| *n > 0);
+        counts.filter = Some(self.recent.fill());
         counts
     }
 }
@@ -288,7 +289,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         program_fds,
         hooks: statuses,
         netns_known: offsets.netns_known(),
-        recent: Some(recent),
+        recent: Arc::new(recent),
     };
     Ok((probes, ring))
 }

@@ -1,14 +1,21 @@
 //! The daemon's side of the kernel's Bloom filter of recently closed
 //! four-tuples (`monitor_common::recent`): it ages the filter, flipping the
-//! current generation and clearing the one that takes over, through a
-//! mapping of the array (clearing 4 MiB with map updates would take half a
-//! million system calls).
+//! current generation and clearing the one that takes over, and reads how
+//! full it is, both through a mapping of the array (clearing 4 MiB with map
+//! updates would take half a million system calls).
 
-use std::{num::NonZeroUsize, ptr::NonNull, time::Duration};
+use std::{
+    num::NonZeroUsize,
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, Map, MapData};
 use monitor_common::recent::{GEN_WORDS, index};
+
+use crate::model::hooks::FilterFill;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 /// How long the kernel needs to remember a four-tuple: a timewait socket
@@ -22,23 +29,26 @@ pub fn period(guard: Duration) -> Duration {
 pub struct Recent {
     words: NonNull<u64>,
     len: NonZeroUsize,
-    generation: Array<MapData, u32>,
-    current: u32,
+    /// Behind a lock: only the aging task writes it.
+    generation: std::sync::Mutex<Array<MapData, u32>>,
+    current: AtomicU32,
     /// Keeps the array's fd open as long as the mapping.
     _bits: MapData,
 }
 
-// SAFETY: the mapping belongs to this value alone (the kernel programs
-// write it concurrently, which is what it is shared for), and it is only
-// written through `&mut self`.
+// SAFETY: the mapping belongs to this value alone and is only accessed
+// with volatile aligned 8-byte loads and stores, which the kernel programs'
+// concurrent stores (what it is shared for) cannot tear; the daemon's only
+// writer is `rotate`, called by one task.
 unsafe impl Send for Recent {}
+unsafe impl Sync for Recent {}
 
 impl Recent {
     pub fn new(bits: Map, generation: Map) -> Result<Recent> {
         let Map::Array(bits) = bits else {
             return Err(anyhow!("map RECENT is not an array"));
         };
-        let generation: Array<MapData, u32> = Array::try_from(generation)?;
+        let generation = std::sync::Mutex::new(Array::try_from(generation)?);
         let bytes = 2 * GEN_WORDS as usize * std::mem::size_of::<u64>();
         let len = NonZeroUsize::new(bytes).context("empty filter")?;
         // SAFETY: a fresh shared mapping of the whole array, which the
@@ -58,14 +68,18 @@ impl Recent {
             words: ptr.cast(),
             len,
             generation,
-            current: 0,
+            current: AtomicU32::new(0),
             _bits: bits,
         })
     }
 
     /// Starts a new generation: clears the older one and makes it current.
-    pub fn rotate(&mut self) -> Result<()> {
-        let next = 1 - self.current;
+    pub fn rotate(&self) -> Result<()> {
+        let mut generation = self
+            .generation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = 1 - self.current.load(Ordering::Relaxed);
         let words = self.words.as_ptr();
         for word in 0..GEN_WORDS {
             // SAFETY: within the mapping (two generations of GEN_WORDS
@@ -74,11 +88,28 @@ impl Recent {
             // and an aligned 8-byte store never tears a neighbour.
             unsafe { words.add(index(word, next) as usize).write_volatile(0) };
         }
-        self.generation
+        generation
             .set(0, next, 0)
             .context("switching the filter's generation")?;
-        self.current = next;
+        self.current.store(next, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How full the filter is now: a pass over its 8 MiB (about a
+    /// millisecond), so it is read per scrape, not per event.
+    pub fn fill(&self) -> FilterFill {
+        let current = self.current.load(Ordering::Relaxed);
+        let words = self.words.as_ptr();
+        // SAFETY: within the mapping; volatile, as the kernel writes it.
+        let read = |i: u32| unsafe { words.add(i as usize).read_volatile() };
+        let mut fill = FilterFill {
+            words: u64::from(GEN_WORDS),
+            ..FilterFill::default()
+        };
+        for word in 0..GEN_WORDS {
+            fill.add_word(read(index(word, current)), read(index(word, 1 - current)));
+        }
+        fill
     }
 }
 

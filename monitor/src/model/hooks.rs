@@ -132,11 +132,121 @@ pub struct KernelCounts {
     /// Program runs the kernel skipped because a program was already
     /// running on that CPU (recursion_misses), by hook.
     pub skipped_runs: BTreeMap<Hook, u64>,
+    /// How full the kernel's filter of recent closes is; None where it is
+    /// not loaded (and in recordings, which do not carry it).
+    pub filter: Option<FilterFill>,
 }
 
 impl KernelCounts {
     /// Every record the kernel produced that never reached userspace.
     pub fn lost(&self) -> u64 {
         self.errors.values().sum::<u64>() + self.skipped_runs.values().sum::<u64>()
+    }
+}
+
+/// The kernel's Bloom filter of four-tuples that closed lately
+/// (`monitor_common::recent`), counted word by word: each four-tuple sets
+/// two distinct bits of one 64-bit word, and a new connection is sent to
+/// userspace when both of its bits are set in that word of either
+/// generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterFill {
+    /// Words per generation.
+    pub words: u64,
+    /// Bits set, in the current generation (where closes go) and the
+    /// previous one.
+    pub bits_set: [u64; 2],
+    /// Over the words, the ordered pairs of distinct bits set in that word
+    /// of either generation: what a new connection's two bits fall on when
+    /// it matches by chance.
+    pub set_pairs: u64,
+}
+
+/// Ordered pairs of distinct bits set in `word`.
+fn pairs(word: u64) -> u64 {
+    let c = u64::from(word.count_ones());
+    c * c.saturating_sub(1)
+}
+
+impl FilterFill {
+    pub const CURRENT: usize = 0;
+    pub const PREVIOUS: usize = 1;
+
+    /// Adds one word of the filter: its value in the current generation
+    /// and in the previous one.
+    pub fn add_word(&mut self, current: u64, previous: u64) {
+        self.bits_set[Self::CURRENT] += u64::from(current.count_ones());
+        self.bits_set[Self::PREVIOUS] += u64::from(previous.count_ones());
+        // Pairs set in both generations would count twice.
+        self.set_pairs += pairs(current) + pairs(previous) - pairs(current & previous);
+    }
+
+    /// The share of generation `generation`'s bits that are set.
+    pub fn fill_ratio(&self, generation: usize) -> f64 {
+        self.bits_set[generation] as f64 / (self.words * 64).max(1) as f64
+    }
+
+    /// The chance that a four-tuple that did not close lately matches
+    /// anyway: each such match costs a record that the table only drops.
+    pub fn false_match_ratio(&self) -> f64 {
+        self.set_pairs as f64 / (self.words * 64 * 63).max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FilterFill;
+
+    fn fill(words: &[[u64; 2]]) -> FilterFill {
+        let mut f = FilterFill {
+            words: words.len() as u64,
+            ..FilterFill::default()
+        };
+        for &[current, previous] in words {
+            f.add_word(current, previous);
+        }
+        f
+    }
+
+    #[test]
+    fn an_empty_filter_matches_nothing() {
+        let f = fill(&[[0, 0]; 4]);
+        assert_eq!(f.fill_ratio(FilterFill::CURRENT), 0.0);
+        assert_eq!(f.false_match_ratio(), 0.0);
+    }
+
+    #[test]
+    fn a_full_filter_matches_everything() {
+        let f = fill(&[[u64::MAX, 0]; 4]);
+        assert_eq!(f.fill_ratio(FilterFill::CURRENT), 1.0);
+        assert_eq!(f.fill_ratio(FilterFill::PREVIOUS), 0.0);
+        assert_eq!(f.false_match_ratio(), 1.0);
+    }
+
+    #[test]
+    fn one_remembered_four_tuple_is_matched_by_its_own_two_bits_only() {
+        // Two words; one holds a four-tuple's two bits. A random
+        // four-tuple picks that word (1 in 2) and those two bits out of
+        // 64 * 63 / 2 pairs.
+        let f = fill(&[[0b101, 0], [0, 0]]);
+        assert_eq!(f.bits_set, [2, 0]);
+        assert_eq!(f.fill_ratio(FilterFill::CURRENT), 2.0 / 128.0);
+        let expected = 0.5 / 2016.0;
+        assert!((f.false_match_ratio() - expected).abs() < 1e-15);
+    }
+
+    #[test]
+    fn either_generation_matches() {
+        let half = fill(&[[u64::MAX, 0], [0, u64::MAX]]);
+        assert!((half.false_match_ratio() - 1.0).abs() < 1e-12);
+        let one = fill(&[[u64::MAX, 0], [0, 0]]);
+        let both = fill(&[[u64::MAX, u64::MAX], [0, 0]]);
+        // The same bits set in both generations match no more often.
+        assert_eq!(one.false_match_ratio(), 0.5);
+        assert_eq!(both.false_match_ratio(), 0.5);
+        // Bits split between the generations match only together with
+        // their own generation's.
+        let split = fill(&[[0b11, 0b1100], [0, 0]]);
+        assert_eq!(split.set_pairs, 4);
     }
 }

@@ -1,11 +1,11 @@
 //! The probes and what they delivered.
 
-use prometheus::{Counter, Gauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Counter, Gauge, GaugeVec, IntGaugeVec, Opts, Registry};
 
 use super::{counter, counter_vec, register};
 use crate::{
     expose::scrape::Scrape,
-    model::hooks::{Hook, Method},
+    model::hooks::{FilterFill, Hook, Method},
 };
 
 pub fn transitions(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
@@ -59,6 +59,39 @@ pub fn errors(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
             .inc_by(*n);
     }
     register(registry, vec)
+}
+
+/// The kernel's filter of recent closes, which decides which new
+/// connections are sent to userspace (absent on replay).
+pub fn collision_filter(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
+    let Some(filter) = scrape.kernel.filter else {
+        return Ok(());
+    };
+    let fill = GaugeVec::new(
+        Opts::new(
+            "twmon_collision_filter_fill_ratio",
+            "Share of the bits set in the kernel's Bloom filter of four-tuples that closed \
+             lately, by generation (current: where closes go now; previous: the one before, \
+             still checked).",
+        ),
+        &["generation"],
+    )?;
+    for (name, generation) in [
+        ("current", FilterFill::CURRENT),
+        ("previous", FilterFill::PREVIOUS),
+    ] {
+        fill.with_label_values(&[name])
+            .set(filter.fill_ratio(generation));
+    }
+    register(registry, fill)?;
+    let false_match = Gauge::new(
+        "twmon_collision_filter_false_match_ratio",
+        "Chance that a new connection whose four-tuple did not close lately is sent to \
+         userspace anyway, as the filter stands: near 0 normally; sustained above 0.1, the \
+         filter is too small for this host's close rate.",
+    )?;
+    false_match.set(filter.false_match_ratio());
+    register(registry, false_match)
 }
 
 pub fn build_info(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {

@@ -30,6 +30,7 @@ const FAMILIES: &[Family] = &[
     kernel::events,
     kernel::lost,
     kernel::errors,
+    kernel::collision_filter,
     kernel::build_info,
     kernel::scrape_duration,
     kernel::snapshots,
