@@ -14,7 +14,12 @@ fn ms(d: std::time::Duration) -> f64 {
 
 pub fn table(r: &Results) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "twmon bench on Linux {}", r.kernel);
+    let _ = writeln!(
+        out,
+        "twmon bench on Linux {}, measured in {:.1} min",
+        r.kernel,
+        r.took.as_secs_f64() / 60.0
+    );
     for o in &r.overhead {
         let (min, max) = spread(o);
         let _ = writeln!(

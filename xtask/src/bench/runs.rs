@@ -12,7 +12,7 @@ use super::{
     Bins, Plan,
     daemon::{self, Server, population},
     floor,
-    host::{Netns, cpu_time, rss, sample},
+    host::{Netns, await_timewait_freed, cpu_time, rss, sample, timewait_objects},
 };
 
 /// One churn run.
@@ -141,9 +141,12 @@ pub struct Results {
     pub peers: Vec<Overhead>,
     pub loss: Option<Loss>,
     pub populations: Vec<Population>,
+    /// How long the measurements took (the build not included).
+    pub took: Duration,
 }
 
 pub fn all(bins: &Bins, plan: &Plan, out: &Path) -> Result<Results> {
+    let started = Instant::now();
     let mut results = Results {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -173,6 +176,7 @@ pub fn all(bins: &Bins, plan: &Plan, out: &Path) -> Result<Results> {
             .populations
             .push(idle_population(bins, plan, n, out)?);
     }
+    results.took = started.elapsed();
     Ok(results)
 }
 
@@ -214,6 +218,7 @@ fn overhead(
         // The order alternates, so a drift over the series (the timewait
         // population grows) weighs on both sides alike.
         for with in [i % 2 == 1, i % 2 == 0] {
+            let baseline = timewait_objects();
             // Each run in a namespace of its own: the timewait sockets an
             // earlier run left (60 s of them) slow the kernel's port search
             // and grow what twmon dumps, so runs would not compare.
@@ -224,9 +229,7 @@ fn overhead(
                 pair.without = churn(bins, &ns, &args)?;
             }
             drop(ns);
-            // Deleting the namespace frees its timewait sockets in a kernel
-            // worker: let that finish before the next run.
-            thread::sleep(Duration::from_secs(2));
+            await_timewait_freed(baseline);
         }
         eprintln!(
             "xtask: bench: {watcher:?}, {threads} thread(s), pair {}: {:.0}/s without, {:.0}/s \
