@@ -98,8 +98,9 @@ pub struct Population {
     pub twmon: f64,
     /// Largest |twmon - ss| / ss seen at the checks.
     pub worst_error: f64,
-    /// When twmon's population came within 1 % of `ss`, after the fill
-    /// began (at most 30 s later: `settle` gives up then).
+    /// When twmon's population came within 1 % of `ss` with a snapshot
+    /// round done since the fill, after the fill began (at most 45 s
+    /// later: `settle` gives up then).
     pub settled: Duration,
     /// twmon's CPU over the idle window, as a share of one core.
     pub idle_cpu_share: f64,
@@ -325,7 +326,7 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
             fill.seconds
         );
     }
-    let (ss, twmon_now) = settle(&twmon, &ns)?;
+    let (ss, twmon_now) = settle(&twmon, &ns, filling + Duration::from_secs(45))?;
     let settled = filling.elapsed();
     let rss1 = rss(twmon.pid())?;
     let before = twmon.scrape()?.0;
@@ -351,7 +352,6 @@ fn idle_population(bins: &Bins, plan: &Plan, n: u64, out: &Path) -> Result<Popul
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = (cpu_time(twmon.pid())? - cpu0).as_secs_f64() / elapsed;
     let after = twmon.scrape()?.0;
-    let rounds = |m: &str| sample(m, "twmon_snapshots_total", "");
     let dumps = |m: &str| sample(m, "twmon_snapshot_cpu_seconds_total", "");
     let window_rounds = rounds(&after) - rounds(&before);
     let window_dumps = dumps(&after) - dumps(&before);
@@ -396,14 +396,22 @@ fn idle_window(plan: &Plan, since_fill: Duration) -> Duration {
     Duration::from_secs(plan.idle_seconds.into()).min(end.saturating_sub(since_fill))
 }
 
-/// Waits until twmon's population is within 1 % of `ss` (its snapshots
-/// have caught up); returns both.
-fn settle(twmon: &Server, ns: &Netns) -> Result<(u64, f64)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+fn rounds(metrics: &str) -> f64 {
+    sample(metrics, "twmon_snapshots_total", "")
+}
+
+/// Waits, after a fill, until twmon's population is within 1 % of `ss` and
+/// a snapshot round has ended since the fill did (the one that reconciles
+/// the burst is the churn's cost, not idle work), or until `deadline`;
+/// returns both populations.
+fn settle(twmon: &Server, ns: &Netns, deadline: Instant) -> Result<(u64, f64)> {
+    let after_fill = rounds(&twmon.scrape()?.0);
     loop {
         let (ss, _) = ns.ss_timewait()?;
-        let pop = population(&twmon.scrape()?.0);
-        if (pop - ss as f64).abs() <= 0.01 * ss as f64 || Instant::now() > deadline {
+        let metrics = twmon.scrape()?.0;
+        let pop = population(&metrics);
+        let close = (pop - ss as f64).abs() <= 0.01 * ss as f64;
+        if (close && rounds(&metrics) > after_fill) || Instant::now() > deadline {
             return Ok((ss, pop));
         }
         thread::sleep(Duration::from_millis(500));
