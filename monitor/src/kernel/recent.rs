@@ -14,9 +14,9 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, Map, MapData};
 use monitor_common::recent::{GEN_WORDS, index};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 use crate::model::hooks::FilterFill;
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 
 /// How long the kernel needs to remember a four-tuple: a timewait socket
 /// lasts 60 s, and after it is cut short a new connection on its four-tuple
@@ -29,7 +29,8 @@ pub fn period(guard: Duration) -> Duration {
 pub struct Recent {
     words: NonNull<u64>,
     len: NonZeroUsize,
-    /// Behind a lock: only the aging task writes it.
+    /// Behind a lock because aya's `set` takes `&mut`; only the aging task
+    /// writes it.
     generation: std::sync::Mutex<Array<MapData, u32>>,
     current: AtomicU32,
     /// Keeps the array's fd open as long as the mapping.
