@@ -10,6 +10,7 @@ use std::{
 };
 
 use crate::util::TWMON;
+use monitor_common::recent::GEN_WORDS;
 use testkit::{Daemon, TestNetns, client_closes_first, require_root, sample, transitions};
 
 fn start(args: &[&str]) -> Daemon {
@@ -212,7 +213,7 @@ fn timewait_population_and_transitions_match_the_kernel() {
 /// namespace's `closes` active closes (the kernel's `TcpExt.TW`, checked
 /// above), in the current generation only, and its false-match chance is
 /// what those bits make: `closes` words of two bits each, 2 ordered pairs
-/// apiece, out of 2^19 words x 64 x 63 choices. Two closes may share a
+/// apiece, out of `GEN_WORDS` x 64 x 63 choices. Two closes may share a
 /// word (odds of a few percent here) or a bit, hence the slack.
 fn filter_holds_each_close(text: &str, closes: u64) {
     let fill = |generation: &str| {
@@ -223,7 +224,8 @@ fn filter_holds_each_close(text: &str, closes: u64) {
         )
         .unwrap_or_else(|| panic!("no {generation} filter fill:\n{text}"))
     };
-    let bits = (fill("current") * f64::from(1u32 << 25)).round() as u64;
+    let words = f64::from(GEN_WORDS);
+    let bits = (fill("current") * words * 64.0).round() as u64;
     assert!(
         (2 * closes - 4..=2 * closes).contains(&bits),
         "{bits} bits set for {closes} closes:\n{text}"
@@ -231,7 +233,7 @@ fn filter_holds_each_close(text: &str, closes: u64) {
     assert_eq!(fill("previous"), 0.0, "{text}");
     let false_match =
         sample(text, "twmon_collision_filter_false_match_ratio", "").expect("false match ratio");
-    let pairs = (false_match * f64::from(1u32 << 19) * 64.0 * 63.0).round() as u64;
+    let pairs = (false_match * words * 64.0 * 63.0).round() as u64;
     assert!(
         (bits..=bits + 40).contains(&pairs),
         "{pairs} bit pairs set for {bits} bits:\n{text}"
