@@ -16,6 +16,7 @@
 //! - [`tracepoints`]: the tracepoint record layouts the programs read.
 #![no_std]
 
+pub mod closing;
 pub mod counters;
 pub mod hooks;
 pub mod names;

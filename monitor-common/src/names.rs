@@ -15,7 +15,9 @@ pub mod maps {
     pub const RECENT: &str = "RECENT";
     /// The current generation of [`RECENT`].
     pub const RECENT_GEN: &str = "RECENT_GEN";
-    pub const ALL: &[&str] = &[EVENTS, COUNTERS, TRANSITIONS, RECENT, RECENT_GEN];
+    /// Active closes in progress (see [`closing`](crate::closing)).
+    pub const CLOSING: &str = "CLOSING";
+    pub const ALL: &[&str] = &[EVENTS, COUNTERS, TRANSITIONS, RECENT, RECENT_GEN, CLOSING];
 }
 
 /// Load-time globals the daemon sets.

@@ -15,35 +15,28 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_get_current_cgroup_id,
     },
     macros::map,
     maps::Array,
 };
-use monitor_common::{counters::reason, hooks::Hook, record::Process};
+use monitor_common::{
+    closing::{BEGAN_SHIFT, ORPHANED, SLOTS, Slot, WAYS},
+    counters::reason,
+    hooks::Hook,
+    recent::MMAPABLE,
+    record::Process,
+};
 
 use crate::common::count;
 
-/// A close in progress: the socket (0 for none; its low bit set once a
-/// birth hook claimed it) and who closed it.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct Slot {
-    sk: u64,
-    process: Process,
-}
-
-/// A power of two.
-const SLOTS: u32 = 65536;
 const SLOT_BITS: u32 = SLOTS.trailing_zeros();
-/// Slots a close may take: an aligned group, so all sit in two adjacent
-/// cache lines. Two were not enough at 64,000 connections a second, where
-/// a slow peer keeps thousands of closes in flight: up to 0.16 % of the
-/// closes lost their process to a displacement.
-const WAYS: u32 = 4;
 
+/// Mapped by the daemon, which recovers the closes whose end no program
+/// saw (see `monitor_common::closing`).
 #[map]
-static CLOSING: Array<Slot> = Array::with_max_entries(SLOTS, 0);
+static CLOSING: Array<Slot> = Array::with_max_entries(SLOTS, MMAPABLE);
 
 /// The first of the slots `sk` may take. Socket addresses step by the slab
 /// object size (a multiple of 64 bytes but rarely a power of two), which
@@ -68,28 +61,47 @@ fn find(sk: u64) -> Option<&'static mut Slot> {
     None
 }
 
-/// Remembers that the current task is closing `sk`: in the first free of
-/// its slots, else over the first (counted: that close will be reported
-/// without its process).
+/// Remembers that the current task is closing `sk`, whose four-tuple
+/// hashes to `tuple_hash` (`monitor_common::recent::hash`): in the first
+/// free of its slots, else over the first (counted: that close will be
+/// reported without its process).
+///
+/// A slot still naming `sk` belongs to an earlier socket at this address,
+/// freed since, whose close ended unseen: it is set aside for the daemon
+/// (`closing::ORPHANED`), or freed if a birth hook reported it already.
+/// Left as it was, the next end of `sk` could take it for this close.
 #[inline(always)]
-pub fn begin(sk: u64) {
-    let process = Process::new(
-        bpf_get_current_pid_tgid(),
-        unsafe { bpf_get_current_cgroup_id() },
-        bpf_get_current_comm().unwrap_or([0u8; 16]),
-    );
+pub fn begin(sk: u64, tuple_hash: u64) {
+    let slot = Slot {
+        sk,
+        process: Process::new(
+            bpf_get_current_pid_tgid(),
+            unsafe { bpf_get_current_cgroup_id() },
+            bpf_get_current_comm().unwrap_or([0u8; 16]),
+        ),
+        tuple_hash: tuple_hash as u32,
+        began: (unsafe { bpf_ktime_get_ns() } >> BEGAN_SHIFT) as u32,
+    };
     let first = group(sk);
+    let mut free = None;
     for i in first..first + WAYS {
-        if let Some(s) = CLOSING.get_ptr_mut(i)
-            && unsafe { (*s).sk } == 0
-        {
-            unsafe { *s = Slot { sk, process } };
-            return;
+        if let Some(s) = CLOSING.get_ptr_mut(i) {
+            let held = unsafe { (*s).sk };
+            if held == sk {
+                unsafe { (*s).sk = sk | ORPHANED };
+            } else if held == sk | 1 {
+                unsafe { (*s).sk = 0 };
+            }
+            if free.is_none() && unsafe { (*s).sk } == 0 {
+                free = Some(s);
+            }
         }
     }
-    if let Some(s) = CLOSING.get_ptr_mut(first) {
+    if let Some(s) = free {
+        unsafe { *s = slot };
+    } else if let Some(s) = CLOSING.get_ptr_mut(first) {
         count(Hook::SetState, reason::CLOSER_DISPLACED);
-        unsafe { *s = Slot { sk, process } };
+        unsafe { *s = slot };
     }
 }
 

@@ -19,13 +19,13 @@ fn current() -> u32 {
     RECENT_GEN.get(0).map_or(0, |g| *g & 1)
 }
 
-/// Remembers that the four-tuple began an active close (in any namespace:
-/// see `hash`). Two CPUs setting bits of one word at the same instant may
+/// Remembers that the four-tuple of hash `tuple_hash` began an active
+/// close (in any namespace: see `hash`). Two CPUs setting bits of one word at the same instant may
 /// lose one (no atomics before Linux 5.12): a missed report of a rare
 /// collision, not a wrong one.
 #[inline(always)]
-pub fn remember(tuple: &Tuple) {
-    let (word, mask) = bits(hash(tuple));
+pub fn remember(tuple_hash: u64) {
+    let (word, mask) = bits(tuple_hash);
     if let Some(w) = RECENT.get_ptr_mut(index(word, current())) {
         unsafe { *w |= mask };
     }

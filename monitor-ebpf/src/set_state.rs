@@ -25,6 +25,7 @@ use monitor_common::{
     SockOffsets,
     counters::reason,
     hooks::Hook,
+    recent::hash,
     record::{Closed, StateChange, Tuple},
     tcp::{IPPROTO_TCP, family, state},
     tracepoints::set_state_tp as off,
@@ -183,8 +184,7 @@ fn raw_set_state<M: Kmem>(sk: u64, addr: u64, old: u8, new: u8) -> Outcome {
     match interest {
         Interest::None => Ok(()),
         Interest::Begin => {
-            closing::begin(addr);
-            recent::remember(&tuple_with::<M>(&o, sk)?.1);
+            begin(addr, &tuple_with::<M>(&o, sk)?.1);
             Ok(())
         }
         Interest::Aborted => {
@@ -204,6 +204,15 @@ fn raw_set_state<M: Kmem>(sk: u64, addr: u64, old: u8, new: u8) -> Outcome {
             established::<M>(&o, &ns, (sk, addr), fam, tuple, (old, new))
         }
     }
+}
+
+/// An active close begins: who closes, and that its four-tuple may soon
+/// collide.
+#[inline(always)]
+fn begin(sk: u64, tuple: &Tuple) {
+    let h = hash(tuple);
+    closing::begin(sk, h);
+    recent::remember(h);
 }
 
 /// A new connection: reported only when its four-tuple began a close lately
@@ -269,8 +278,7 @@ fn classic_set_state(ctx: &TracePointContext) -> Outcome {
     match interest {
         Interest::None => Ok(()),
         Interest::Begin => {
-            closing::begin(skaddr);
-            recent::remember(&record_tuple(ctx)?.1);
+            begin(skaddr, &record_tuple(ctx)?.1);
             Ok(())
         }
         Interest::Aborted => {

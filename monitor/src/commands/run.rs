@@ -25,13 +25,15 @@ use super::runtime::runtime;
 use crate::{
     expose::{Exposed, View},
     kernel::{
-        self, LoadOptions, ProbeMode, Probes, caps, host,
+        self, LoadOptions, ProbeMode, Probes, caps,
+        closing::Closing,
+        host,
         recent::{self, Recent},
     },
     model::hooks::Hook,
     sources::{
         cgroups::{Cgroups, Namer},
-        diag, kernel_log, netns,
+        closers, diag, kernel_log, netns,
         recording::{Meta, Writer},
         ring::{DRAIN_EVERY, Ring},
         snapshots::{self, Pace, Paced, Scope, Snapshots},
@@ -121,6 +123,7 @@ async fn run_async(
     let mut probes = probes;
     let recent = Arc::clone(&probes.recent);
     let kernel_log = probes.kernel_log.take();
+    let closing = probes.closing.take();
     let (exposed, snapshots, recorder) = seed(&opts, scope, probes, recording).await?;
     log::info!(
         "serving metrics on {}://{}/metrics{}",
@@ -132,7 +135,10 @@ async fn run_async(
             ""
         }
     );
-    let ring = Ring::new(ring)?;
+    let feeds = Feeds {
+        ring: Ring::new(ring)?,
+        closing,
+    };
     tokio::spawn(age_recent(recent, recent::period(opts.guard_window)));
     if let Some(kernel_log) = kernel_log {
         tokio::spawn(kernel_log::forward(kernel_log));
@@ -140,7 +146,7 @@ async fn run_async(
     serve_until_signal(
         opts.snapshot_pace,
         exposed,
-        ring,
+        feeds,
         snapshots,
         recorder,
         listener,
@@ -274,7 +280,7 @@ fn start_recording(
 async fn serve_until_signal(
     snapshot_pace: Pace,
     exposed: Arc<Exposed>,
-    ring: Ring,
+    feeds: Feeds,
     snapshots: Snapshots,
     recorder: Option<Recorder>,
     listener: TcpListener,
@@ -286,7 +292,7 @@ async fn serve_until_signal(
     let (rounds_tx, rounds_rx) = mpsc::channel(1);
     let apply_cost = snapshots.apply_cost();
     let events = tokio::spawn(read_events(
-        ring,
+        feeds,
         exposed.clone(),
         rounds_rx,
         apply_cost,
@@ -330,7 +336,7 @@ fn flatten(joined: Result<Result<()>, tokio::task::JoinError>, what: &str) -> Re
 /// short timer for the records whose wake-up was deferred; applies
 /// snapshot rounds in between.
 async fn read_events(
-    mut ring: Ring,
+    Feeds { mut ring, closing }: Feeds,
     exposed: Arc<Exposed>,
     mut rounds: mpsc::Receiver<Paced>,
     apply_cost: Arc<AtomicU64>,
@@ -360,11 +366,44 @@ async fn read_events(
                 let start = diag::thread_cpu();
                 let mut state = exposed.state();
                 state.reconcile(&round);
+                if let Some(closing) = &closing {
+                    recover_closers(closing, &mut state, diag::monotonic_ns());
+                }
                 state.pacing.record(cpu, next);
                 drop(state);
                 let took = diag::thread_cpu().saturating_sub(start);
                 apply_cost.store(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// What the event task reads from the kernel: the ring buffer, and the
+/// closes in progress (None if they could not be mapped).
+struct Feeds {
+    ring: Ring,
+    closing: Option<Closing>,
+}
+
+/// Names who closed the sockets the latest round adopted without a
+/// closer, from the closes the kernel still holds (see `sources::closers`).
+fn recover_closers(closing: &Closing, state: &mut State, now_ns: u64) {
+    let orphans = state.table.orphans().to_vec();
+    let open = closing.open();
+    if open.is_empty() {
+        return;
+    }
+    let tuples: Vec<_> = orphans.iter().map(|(k, born)| (k.tuple, *born)).collect();
+    let settled = closers::settle(&open, &tuples, now_ns);
+    let sk = |i: usize| open.iter().find(|(j, _)| *j == i).map_or(0, |(_, s)| s.sk);
+    for i in settled.stale {
+        closing.free(i, sk(i));
+    }
+    for (n, i, process) in settled.found {
+        if let Some((key, _)) = orphans.get(n)
+            && closing.free(i, sk(i))
+        {
+            state.table.attribute(key, process);
         }
     }
 }

@@ -8,8 +8,10 @@
 
 pub mod btf;
 pub mod caps;
+pub mod closing;
 mod functions;
 pub mod host;
+mod mapping;
 mod missed;
 pub mod recent;
 pub mod tracefs;
@@ -118,6 +120,9 @@ pub struct Probes {
     /// The filter of recently closed four-tuples: read here, aged by the
     /// daemon.
     pub recent: Arc<recent::Recent>,
+    /// The closes in progress, until the daemon takes them to recover the
+    /// closers of orphans.
+    pub closing: Option<closing::Closing>,
     /// The kernel programs' log, until the daemon takes it to forward it.
     pub kernel_log: Option<KernelLog>,
 }
@@ -272,6 +277,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         take_map(&mut ebpf, maps::RECENT)?,
         take_map(&mut ebpf, maps::RECENT_GEN)?,
     )?;
+    let closing = closing::Closing::new(take_map(&mut ebpf, maps::CLOSING)?)?;
     // The programs' rare diagnostics (aya-log), for the daemon's log.
     let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(logger) => Some(logger),
@@ -290,6 +296,7 @@ pub fn load(opts: &LoadOptions) -> Result<(Probes, RingBuf<MapData>)> {
         hooks: statuses,
         netns_known: offsets.netns_known(),
         recent: Arc::new(recent),
+        closing: Some(closing),
     };
     Ok((probes, ring))
 }

@@ -5,16 +5,15 @@
 //! updates would take half a million system calls).
 
 use std::{
-    num::NonZeroUsize,
-    ptr::NonNull,
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use aya::maps::{Array, Map, MapData};
 use monitor_common::recent::{GEN_WORDS, index};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+
+use super::mapping::Mapping;
 
 use crate::model::hooks::FilterFill;
 
@@ -27,14 +26,11 @@ pub fn period(guard: Duration) -> Duration {
 }
 
 pub struct Recent {
-    words: NonNull<u64>,
-    len: NonZeroUsize,
+    words: Mapping<u64>,
     /// Behind a lock because aya's `set` takes `&mut`; only the aging task
     /// writes it.
     generation: std::sync::Mutex<Array<MapData, u32>>,
     current: AtomicU32,
-    /// Keeps the array's fd open as long as the mapping.
-    _bits: MapData,
 }
 
 // SAFETY: the mapping belongs to this value alone and is only accessed
@@ -46,31 +42,12 @@ unsafe impl Sync for Recent {}
 
 impl Recent {
     pub fn new(bits: Map, generation: Map) -> Result<Recent> {
-        let Map::Array(bits) = bits else {
-            return Err(anyhow!("map RECENT is not an array"));
-        };
+        let words = Mapping::new(bits, "RECENT", 2 * GEN_WORDS as usize)?;
         let generation = std::sync::Mutex::new(Array::try_from(generation)?);
-        let bytes = 2 * GEN_WORDS as usize * std::mem::size_of::<u64>();
-        let len = NonZeroUsize::new(bytes).context("empty filter")?;
-        // SAFETY: a fresh shared mapping of the whole array, which the
-        // kernel created mmapable with exactly this size.
-        let ptr = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                bits.fd(),
-                0,
-            )
-        }
-        .context("mapping the kernel's filter of recent four-tuples")?;
         Ok(Recent {
-            words: ptr.cast(),
-            len,
+            words,
             generation,
             current: AtomicU32::new(0),
-            _bits: bits,
         })
     }
 
@@ -133,14 +110,5 @@ impl Recent {
             }
         }
         fill
-    }
-}
-
-impl Drop for Recent {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        if let Err(err) = unsafe { munmap(self.words.cast(), self.len.get()) } {
-            log::debug!("unmapping the filter of recent four-tuples: {err}");
-        }
     }
 }

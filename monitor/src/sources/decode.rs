@@ -172,7 +172,7 @@ impl At {
 }
 
 /// The process a record names, if it names one.
-fn process(p: &record::Process) -> Option<Process> {
+pub fn process(p: &record::Process) -> Option<Process> {
     p.is_known().then_some(Process {
         pid: p.pid,
         tid: p.tid,

@@ -82,6 +82,9 @@ pub struct Summary {
     /// Refused binds, by what held the port.
     pub bind_refusals: super::Refusals,
     pub evictions: u64,
+    /// Orphans whose closer was found in the kernel's table of closes in
+    /// progress.
+    pub closers_recovered: u64,
     /// Tentative (transition-derived) entries no snapshot confirmed.
     pub discarded: u64,
     pub unmatched_deaths: u64,
@@ -201,6 +204,7 @@ impl Table {
             collisions: self.collisions.totals.clone(),
             bind_refusals: self.bind_refusals.clone(),
             evictions: self.evictions,
+            closers_recovered: self.closers_recovered,
             discarded: self.discarded,
             unmatched_deaths: self.unmatched_deaths,
             drift: self.drift,

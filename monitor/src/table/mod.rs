@@ -67,6 +67,11 @@ pub struct Table {
     closers: BoundedMap<Key, Process>,
     /// Who closed the sockets the latest rounds skipped, for re-adoption.
     unlisted: reconcile::Unlisted,
+    /// What the latest round adopted without a closer, and when each was
+    /// born: the kernel's table of closes in progress may still know.
+    orphans: Vec<(Key, u64)>,
+    /// Closers found for orphans that way.
+    closers_recovered: u64,
     /// Entries cut short (RST, or a kill no hook explained) within the
     /// guard window, for reincarnations.
     early_ended: BoundedMap<Key, Ended>,
@@ -102,6 +107,8 @@ impl Table {
             entries: Store::default(),
             closers: BoundedMap::new(CLOSERS_CAPACITY),
             unlisted: reconcile::Unlisted::default(),
+            orphans: Vec::new(),
+            closers_recovered: 0,
             early_ended: BoundedMap::new(config.capacity),
             recent_deaths: BoundedMap::new(config.capacity),
             seeded: false,

@@ -62,6 +62,7 @@ impl Table {
     pub fn reconcile(&mut self, round: &SnapshotRound) {
         self.mark = !self.mark;
         self.unlisted.begin_round();
+        self.orphans.clear();
         let mut drift = Drift::default();
         let taken = self.take_context(round);
         for snap in &round.namespaces {
@@ -243,6 +244,35 @@ impl Table {
                 .remove(&key)
                 .or_else(|| self.unlisted.take(&key)),
         };
+        if entry.closer.is_none() {
+            self.orphans.push((key, entry.born_ns));
+        }
         self.insert(key, entry);
+    }
+
+    /// The timewait sockets the latest round adopted without knowing who
+    /// closed them, with when each was born.
+    pub fn orphans(&self) -> &[(Key, u64)] {
+        &self.orphans
+    }
+
+    /// Names who closed the entry at `key`, an orphan: found where its
+    /// close began (the kernel's table of closes in progress) after the
+    /// record of its end was lost.
+    pub fn attribute(&mut self, key: &Key, closer: Process) {
+        let Some(existing) = self.entries.get(key) else {
+            return;
+        };
+        if existing.closer.is_some() {
+            return;
+        }
+        let entry = Entry {
+            closer: Some(closer),
+            ..existing
+        };
+        self.breakdowns.count(key, &existing, -1);
+        self.breakdowns.count(key, &entry, 1);
+        self.entries.update(key, |slot| *slot = entry);
+        self.closers_recovered += 1;
     }
 }

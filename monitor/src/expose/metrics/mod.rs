@@ -54,6 +54,7 @@ const FAMILIES: &[Family] = &[
     table::knobs,
     table::entries,
     table::evictions,
+    table::closers_recovered,
     table::drift,
 ];
 

@@ -246,6 +246,17 @@ pub fn evictions(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()>
     )
 }
 
+pub fn closers_recovered(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
+    counter(
+        registry,
+        "twmon_closers_recovered_total",
+        "Timewait sockets adopted from a snapshot whose closing process was found where their \
+         close began, in the kernel's table of closes in progress, after no program saw their \
+         birth.",
+        scrape.table.closers_recovered,
+    )
+}
+
 pub fn drift(registry: &Registry, scrape: &Scrape) -> prometheus::Result<()> {
     let vec = IntGaugeVec::new(
         Opts::new(

@@ -251,3 +251,41 @@ fn with_a_death_probe_the_timer_ends_nothing() {
     table.advance_to(600 * SEC);
     assert_eq!(population(&table), 1);
 }
+
+#[test]
+fn orphans_are_listed_once_and_take_a_closer_found_later() {
+    let mut table = tracepoint_only();
+    let known = tuple(40030, 80);
+    let orphan = tuple(40031, 80);
+    table.apply(&closed(SEC, 30, known, Some("curl")));
+    table.reconcile(&snapshot(
+        2 * SEC,
+        &[
+            (known, TcpState::TimeWait, 59_000),
+            (orphan, TcpState::TimeWait, 59_500),
+        ],
+    ));
+    // Only the socket adopted without a closer, born when its timer says.
+    assert_eq!(table.orphans(), &[(k(orphan), SEC + SEC / 2)]);
+    table.attribute(&k(orphan), process("nginx"));
+    // A closer already known is not replaced.
+    table.attribute(&k(known), process("nginx"));
+    assert_eq!(
+        table.get(&k(orphan)).unwrap().closer,
+        Some(process("nginx"))
+    );
+    assert_eq!(table.get(&k(known)).unwrap().closer, Some(process("curl")));
+    let s = table.summary(20, false);
+    assert_eq!(s.closers_recovered, 1);
+    let nginx = s.by_process.iter().find(|((_, comm), _)| comm == "nginx");
+    assert_eq!(nginx.map(|(_, n)| *n), Some(1), "{:?}", s.by_process);
+    // The next round adopts nothing new: no orphans.
+    table.reconcile(&snapshot(
+        3 * SEC,
+        &[
+            (known, TcpState::TimeWait, 58_000),
+            (orphan, TcpState::TimeWait, 58_500),
+        ],
+    ));
+    assert!(table.orphans().is_empty());
+}
