@@ -8,7 +8,7 @@ use std::{
     collections::BTreeMap,
     fs::{self, File},
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     path::Path,
     process::{Child, ChildStderr, Command, Stdio},
     sync::mpsc,
@@ -470,6 +470,11 @@ pub fn client_closes_first(addr: SocketAddr, n: u64) -> SocketAddr {
     });
     for _ in 0..n {
         let client = TcpStream::connect(addr).expect("connect");
+        // The FIN goes now, from this thread. A drop alone closes only the
+        // last reference: a child another test thread forks at that moment
+        // holds the fd until its exec, and the close is then its (seen in
+        // CI as a closer named `ip`).
+        client.shutdown(Shutdown::Write).expect("shutdown");
         drop(client);
     }
     server.join().expect("server thread");
