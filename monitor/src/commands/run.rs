@@ -123,7 +123,10 @@ async fn run_async(
     let mut probes = probes;
     let recent = Arc::clone(&probes.recent);
     let kernel_log = probes.kernel_log.take();
-    let closing = probes.closing.take();
+    let closing = probes
+        .closing
+        .take()
+        .context("the kernel's table of closes was taken twice")?;
     let (exposed, snapshots, recorder) = seed(&opts, scope, probes, recording).await?;
     log::info!(
         "serving metrics on {}://{}/metrics{}",
@@ -366,9 +369,7 @@ async fn read_events(
                 let start = diag::thread_cpu();
                 let mut state = exposed.state();
                 state.reconcile(&round);
-                if let Some(closing) = &closing {
-                    recover_closers(closing, &mut state, diag::monotonic_ns());
-                }
+                recover_closers(&closing, &mut state, diag::monotonic_ns());
                 state.pacing.record(cpu, next);
                 drop(state);
                 let took = diag::thread_cpu().saturating_sub(start);
@@ -379,10 +380,10 @@ async fn read_events(
 }
 
 /// What the event task reads from the kernel: the ring buffer, and the
-/// closes in progress (None if they could not be mapped).
+/// closes in progress.
 struct Feeds {
     ring: Ring,
-    closing: Option<Closing>,
+    closing: Closing,
 }
 
 /// Names who closed the sockets the latest round adopted without a
@@ -395,13 +396,12 @@ fn recover_closers(closing: &Closing, state: &mut State, now_ns: u64) {
     }
     let tuples: Vec<_> = orphans.iter().map(|(k, born)| (k.tuple, *born)).collect();
     let settled = closers::settle(&open, &tuples, now_ns);
-    let sk = |i: usize| open.iter().find(|(j, _)| *j == i).map_or(0, |(_, s)| s.sk);
-    for i in settled.stale {
-        closing.free(i, sk(i));
+    for held in settled.stale {
+        closing.free(held);
     }
-    for (n, i, process) in settled.found {
+    for (n, held, process) in settled.found {
         if let Some((key, _)) = orphans.get(n)
-            && closing.free(i, sk(i))
+            && closing.free(held)
         {
             state.table.attribute(key, process);
         }

@@ -15,6 +15,13 @@ pub struct Closing {
     slots: Mapping<Slot>,
 }
 
+/// A slot as read: freed only if it still holds the same close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub index: usize,
+    pub sk: u64,
+}
+
 // SAFETY: the mapping belongs to this value alone; the daemon reads slots
 // with volatile loads and frees them only with a compare-and-swap of their
 // aligned first word, which the kernel programs' plain stores cannot tear.
@@ -41,8 +48,8 @@ impl Closing {
             .collect()
     }
 
-    /// Frees slot `i` if it still holds the close of `sk`.
-    pub fn free(&self, i: usize, sk: u64) -> bool {
+    /// Frees a slot if it still holds the close it held when read.
+    pub fn free(&self, Held { index: i, sk }: Held) -> bool {
         if i >= SLOTS as usize {
             return false;
         }

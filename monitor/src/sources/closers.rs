@@ -15,7 +15,10 @@ use monitor_common::{
 };
 
 use super::decode::process;
-use crate::model::{event::Process, tcp::FourTuple};
+use crate::{
+    kernel::closing::Held,
+    model::{event::Process, tcp::FourTuple},
+};
 
 /// The longest a close can be in progress: FIN_WAIT1 retransmitting to a
 /// silent peer gives up after about two minutes (tcp_orphan_retries),
@@ -32,10 +35,10 @@ const BIRTH_SLACK_NS: u64 = 10_000_000_000;
 /// What to do with the open slots.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Settled {
-    /// (orphan index, slot index, who closed it).
-    pub found: Vec<(usize, usize, Process)>,
+    /// (orphan index, its close's slot, who closed it).
+    pub found: Vec<(usize, Held, Process)>,
     /// Slots too old to hold a close in progress.
-    pub stale: Vec<usize>,
+    pub stale: Vec<Held>,
 }
 
 /// Matches `orphans` (four-tuple, birth time) to the `open` slots (index,
@@ -47,7 +50,7 @@ pub fn settle(open: &[(usize, Slot)], orphans: &[(FourTuple, u64)], now_ns: u64)
     let stale = open
         .iter()
         .filter(|(_, s)| u64::from(s.began) < stale_before)
-        .map(|(i, _)| *i)
+        .map(|&(index, s)| Held { index, sk: s.sk })
         .collect();
     let mut by_hash: HashMap<u32, Vec<(usize, &Slot)>> = HashMap::with_capacity(open.len());
     for (i, s) in open {
@@ -68,9 +71,9 @@ pub fn settle(open: &[(usize, Slot)], orphans: &[(FourTuple, u64)], now_ns: u64)
             .max_by_key(|(_, (_, s))| s.began)
             .map(|(at, _)| at);
         if let Some(at) = best {
-            let (i, s) = candidates.swap_remove(at);
+            let (index, s) = candidates.swap_remove(at);
             if let Some(p) = process(&s.process) {
-                found.push((n, i, p));
+                found.push((n, Held { index, sk: s.sk }, p));
             }
         }
     }
@@ -136,8 +139,8 @@ mod tests {
         ];
         let settled = settle(&open, &[(tuple(40000), 210 * S)], 220 * S);
         assert_eq!(settled.found.len(), 1);
-        let (orphan, at, process) = settled.found[0];
-        assert_eq!((orphan, at, process.pid), (0, 9, 2));
+        let (orphan, held, process) = settled.found[0];
+        assert_eq!((orphan, held.index, process.pid), (0, 9, 2));
         assert!(settled.stale.is_empty());
     }
 
@@ -164,7 +167,8 @@ mod tests {
             (1, slot(40000, now - LONGEST_CLOSE_NS - 2 * S, 1)),
             (2, slot(40001, now - S, 2)),
         ];
-        assert_eq!(settle(&open, &[], now).stale, vec![1]);
+        let stale = settle(&open, &[], now).stale;
+        assert_eq!(stale.iter().map(|h| h.index).collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]
