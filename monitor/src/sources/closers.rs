@@ -17,7 +17,10 @@ use monitor_common::{
 use super::decode::process;
 use crate::{
     kernel::closing::Held,
-    model::{event::Process, tcp::FourTuple},
+    model::{
+        event::Process,
+        tcp::{FourTuple, ip_bytes},
+    },
 };
 
 /// The longest a close can be in progress: FIN_WAIT1 retransmitting to a
@@ -84,21 +87,10 @@ pub fn settle(open: &[(usize, Slot)], orphans: &[(FourTuple, u64)], now_ns: u64)
 /// bytes of sixteen, ports in host order.
 fn wire_tuple(t: &FourTuple) -> Tuple {
     Tuple {
-        saddr: wire_addr(t.saddr),
-        daddr: wire_addr(t.daddr),
+        saddr: ip_bytes(t.saddr),
+        daddr: ip_bytes(t.daddr),
         sport: t.sport,
         dport: t.dport,
-    }
-}
-
-fn wire_addr(addr: std::net::IpAddr) -> [u8; 16] {
-    match addr {
-        std::net::IpAddr::V4(a) => {
-            let mut bytes = [0u8; 16];
-            bytes[..4].copy_from_slice(&a.octets());
-            bytes
-        }
-        std::net::IpAddr::V6(a) => a.octets(),
     }
 }
 
@@ -173,10 +165,10 @@ mod tests {
 
     #[test]
     fn both_families_hash_as_the_kernel_writes_them() {
-        let v4 = wire_addr("10.0.0.1".parse().unwrap());
+        let v4 = ip_bytes("10.0.0.1".parse().unwrap());
         assert_eq!(&v4[..4], &[10, 0, 0, 1]);
         assert!(v4[4..].iter().all(|&b| b == 0));
-        let v6 = wire_addr("fd00::1".parse().unwrap());
+        let v6 = ip_bytes("fd00::1".parse().unwrap());
         assert_eq!(v6[0], 0xfd);
         assert_eq!(v6[15], 1);
     }
