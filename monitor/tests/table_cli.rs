@@ -544,6 +544,8 @@ fn replay_rebuilds_the_recorded_table() {
     let (_, comm, expected) = timewait_workload(&ns);
     let live = wait_for_table(&daemon, &expected);
     let summary = get_json(&daemon, "/api/v1/summary");
+    let recovered = |t: &str| sample(t, "twmon_closers_recovered_total", "");
+    let live_recovered = recovered(&daemon.metrics());
     stop(daemon);
     assert!(
         closers(&live)
@@ -599,6 +601,8 @@ fn replay_rebuilds_the_recorded_table() {
         Some(N as f64),
         "{text}"
     );
+    // Closers the live daemon found after a round are in the file too.
+    assert_eq!(recovered(&text), live_recovered, "{text}");
     drop(served);
 
     // A recording cut while being written replays up to the cut.

@@ -62,6 +62,7 @@ pub fn load(path: &Path) -> Result<Replayed> {
             Ok(Some(Frame::Event(raw))) => state.ingest(&raw),
             Ok(Some(Frame::Snapshot(round))) => state.reconcile(&round),
             Ok(Some(Frame::Counters(counts))) => state.recorded_counts = Some(counts),
+            Ok(Some(Frame::Closers(found))) => state.closers_found(&found),
             Ok(None) => break None,
             Err(err) => break Some(err.to_string()),
         }

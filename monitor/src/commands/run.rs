@@ -30,7 +30,7 @@ use crate::{
         host,
         recent::{self, Recent},
     },
-    model::hooks::Hook,
+    model::{hooks::Hook, snapshot::FoundCloser},
     sources::{
         cgroups::{Cgroups, Namer},
         closers, diag, kernel_log, netns,
@@ -39,7 +39,7 @@ use crate::{
         snapshots::{self, Pace, Paced, Scope, Snapshots},
         vanished::PURGE_GRACE,
     },
-    table::{Config, State},
+    table::{Config, State, Table},
     web::{config::WebConfig, routes},
 };
 
@@ -369,9 +369,15 @@ async fn read_events(
                 let start = diag::thread_cpu();
                 let mut state = exposed.state();
                 state.reconcile(&round);
-                recover_closers(&closing, &mut state, diag::monotonic_ns());
+                let found = recover_closers(&closing, &state.table, diag::monotonic_ns());
+                state.closers_found(&found);
                 state.pacing.record(cpu, next);
                 drop(state);
+                if let Some(rec) = recorder.as_mut().filter(|_| !found.is_empty()) {
+                    rec.closers(&found)
+                        .and_then(|()| rec.flush())
+                        .context("writing the recording")?;
+                }
                 let took = diag::thread_cpu().saturating_sub(start);
                 apply_cost.store(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
@@ -388,24 +394,31 @@ struct Feeds {
 
 /// Names who closed the sockets the latest round adopted without a
 /// closer, from the closes the kernel still holds (see `sources::closers`).
-fn recover_closers(closing: &Closing, state: &mut State, now_ns: u64) {
-    let orphans = state.table.orphans().to_vec();
+fn recover_closers(closing: &Closing, table: &Table, now_ns: u64) -> Vec<FoundCloser> {
+    let orphans = table.orphans();
     let open = closing.open();
     if open.is_empty() {
-        return;
+        return Vec::new();
     }
     let tuples: Vec<_> = orphans.iter().map(|(k, born)| (k.tuple, *born)).collect();
     let settled = closers::settle(&open, &tuples, now_ns);
     for held in settled.stale {
         closing.free(held);
     }
-    for (n, held, process) in settled.found {
+    let mut found = Vec::with_capacity(settled.found.len());
+    for (n, held, closer) in settled.found {
         if let Some((key, _)) = orphans.get(n)
             && closing.free(held)
         {
-            state.table.attribute(key, process);
+            found.push(FoundCloser {
+                netns: key.netns,
+                family: key.family,
+                tuple: key.tuple,
+                closer,
+            });
         }
     }
+    found
 }
 
 fn drain(ring: &mut Ring, exposed: &Exposed, recorder: &mut Option<Recorder>) -> Result<()> {

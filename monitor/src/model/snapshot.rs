@@ -2,7 +2,10 @@
 //! watched namespaces, with the kernel knobs read there. Plain data, made
 //! by `sources::diag` on a live host and by the recording reader on replay.
 
-use super::tcp::{Family, FourTuple, TcpState};
+use super::{
+    event::Process,
+    tcp::{Family, FourTuple, TcpState},
+};
 
 /// One TCP socket as sock_diag listed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +74,17 @@ pub struct SnapshotRound {
     /// inodes of all of them: entries of namespaces not among them are
     /// gone with their namespace. `None` when only some were looked at.
     pub existing: Option<Vec<u32>>,
+}
+
+/// Who closed a timewait socket a snapshot round adopted without knowing:
+/// found afterwards where its close began, in the kernel's table of
+/// closes in progress (`sources::closers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoundCloser {
+    pub netns: u32,
+    pub family: Family,
+    pub tuple: FourTuple,
+    pub closer: Process,
 }
 
 /// What the snapshots cost the daemon so far, and how often they come.

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::model::{
     event::{DeathCause, Process},
-    snapshot::{DiagSocket, SnapshotRound},
+    snapshot::{DiagSocket, FoundCloser, SnapshotRound},
     tcp::TcpState,
 };
 
@@ -256,10 +256,16 @@ impl Table {
         &self.orphans
     }
 
-    /// Names who closed the entry at `key`, an orphan: found where its
-    /// close began (the kernel's table of closes in progress) after the
-    /// record of its end was lost.
-    pub fn attribute(&mut self, key: &Key, closer: Process) {
+    /// Names who closed an orphan: found where its close began (the
+    /// kernel's table of closes in progress) after the record of its end
+    /// was lost.
+    pub fn attribute(&mut self, found: &FoundCloser) {
+        let key = &Key {
+            netns: found.netns,
+            family: found.family,
+            tuple: found.tuple,
+        };
+        let closer = found.closer;
         let Some(existing) = self.entries.get(key) else {
             return;
         };

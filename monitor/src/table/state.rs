@@ -6,7 +6,7 @@ use super::{Config, Table, stats::Stats};
 use crate::{
     model::{
         hooks::KernelCounts,
-        snapshot::{SnapshotPacing, SnapshotRound},
+        snapshot::{FoundCloser, SnapshotPacing, SnapshotRound},
     },
     sources::decode::decode,
 };
@@ -67,5 +67,12 @@ impl State {
         self.table.reconcile(round);
         let newest = round.namespaces.iter().map(|s| s.taken_ns).max();
         self.last_ns = self.last_ns.max(newest.unwrap_or(0));
+    }
+
+    /// Closers found for what the latest round adopted without one.
+    pub fn closers_found(&mut self, found: &[FoundCloser]) {
+        for f in found {
+            self.table.attribute(f);
+        }
     }
 }

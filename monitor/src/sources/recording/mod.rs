@@ -1,6 +1,7 @@
 //! Recorded event streams: what `twmon record` writes and `twmon replay`
-//! reads. Everything the table is fed, in order (raw kernel records and
-//! snapshot rounds), so a replay rebuilds the same table. The format is
+//! reads. Everything the table is fed, in order (raw kernel records,
+//! snapshot rounds and the closers found after them), so a replay rebuilds
+//! the same table. The format is
 //! documented in docs/record-format.md; keep the two in step.
 
 use std::io::{self, Read, Write};
@@ -9,18 +10,26 @@ use monitor_common::record::WIRE_VERSION;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+mod closers;
 mod counters;
 mod round;
 
+use closers::{decode_closers, encode_closers};
 use counters::{decode_counters, encode_counters};
 use round::{decode_round, encode_round};
 
-use crate::model::{hooks::KernelCounts, snapshot::SnapshotRound};
+use crate::model::{
+    hooks::KernelCounts,
+    snapshot::{FoundCloser, SnapshotRound},
+};
 
 pub const MAGIC: &[u8; 8] = b"TWMONREC";
 /// 2: kernel records of several sizes, each as the contract of
-/// [`Meta::wire`] lays it out (1 held one 64-byte event type).
-pub const VERSION: u16 = 3;
+/// [`Meta::wire`] lays it out (1 held one 64-byte event type). 4: found
+/// closers (kind 4).
+pub const VERSION: u16 = 4;
+/// Version 3 is version 4 without found-closer frames: still read.
+const OLDEST_READ: u16 = 3;
 /// Largest kernel record a frame may hold; the largest there is today is
 /// far smaller.
 const MAX_RECORD: usize = 4096;
@@ -28,6 +37,7 @@ const MAX_RECORD: usize = 4096;
 const FRAME_EVENT: u8 = 1;
 const FRAME_SNAPSHOT: u8 = 2;
 const FRAME_COUNTERS: u8 = 3;
+const FRAME_CLOSERS: u8 = 4;
 /// Refuse frames larger than this: a corrupt length must not make replay
 /// allocate gigabytes. 1 GiB holds ~24 million sockets.
 const MAX_FRAME: usize = 1 << 30;
@@ -59,6 +69,8 @@ pub enum Frame {
     Snapshot(SnapshotRound),
     /// What the kernel counted itself, as of this point.
     Counters(KernelCounts),
+    /// Closers found for sockets the round before adopted without one.
+    Closers(Vec<FoundCloser>),
 }
 
 #[derive(Debug, Error)]
@@ -66,8 +78,8 @@ pub enum RecordError {
     #[error("not a twmon recording (it does not start with TWMONREC)")]
     Magic,
     #[error(
-        "recording format version {0}; this twmon reads version {VERSION}: replay it with the \
-         twmon version that wrote it"
+        "recording format version {0}; this twmon reads versions {OLDEST_READ} to {VERSION}: \
+         replay it with the twmon version that wrote it"
     )]
     Version(u16),
     #[error(
@@ -114,6 +126,10 @@ impl<W: Write> Writer<W> {
         self.frame(FRAME_COUNTERS, &encode_counters(counts))
     }
 
+    pub fn closers(&mut self, found: &[FoundCloser]) -> io::Result<()> {
+        self.frame(FRAME_CLOSERS, &encode_closers(found))
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -154,7 +170,7 @@ impl<R: Read> Reader<R> {
             return Err(RecordError::Magic);
         }
         let version = u16::from_le_bytes([head[8], head[9]]);
-        if version != VERSION {
+        if !(OLDEST_READ..=VERSION).contains(&version) {
             return Err(RecordError::Version(version));
         }
         let meta_len = u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize;
@@ -216,6 +232,9 @@ impl<R: Read> Reader<R> {
             FRAME_COUNTERS => decode_counters(&payload)
                 .map(|c| Some(Frame::Counters(c)))
                 .map_err(bad),
+            FRAME_CLOSERS => decode_closers(&payload)
+                .map(|f| Some(Frame::Closers(f)))
+                .map_err(bad),
             other => Err(bad(format!("unknown frame kind {other}"))),
         }
     }
@@ -243,7 +262,7 @@ pub(super) struct Bytes<'a> {
 impl<'a> Bytes<'a> {
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.rest.len() < n {
-            return Err("snapshot frame shorter than its contents".into());
+            return Err("frame shorter than its contents".into());
         }
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;
@@ -280,6 +299,7 @@ impl<'a> Bytes<'a> {
 mod tests {
     use super::*;
     use crate::model::{
+        event::{Comm, Process},
         hooks::Hook,
         snapshot::{DiagSocket, Knobs, NetnsSnapshot},
         tcp::{Family, FourTuple, TcpState},
@@ -352,12 +372,33 @@ mod tests {
         c
     }
 
+    fn found() -> Vec<FoundCloser> {
+        let closer = |comm: &str, pid: u32| Process {
+            pid,
+            tid: pid + 1,
+            cgroup: u64::MAX - 5,
+            comm: Comm::new(comm),
+        };
+        let snap = round();
+        let socket = |i: usize| snap.namespaces[0].sockets[i];
+        [(0, "nginx", 7), (1, "envoy: worker", 4_000_000)]
+            .into_iter()
+            .map(|(i, comm, pid)| FoundCloser {
+                netns: 7,
+                family: socket(i).family,
+                tuple: socket(i).tuple,
+                closer: closer(comm, pid),
+            })
+            .collect()
+    }
+
     fn written() -> Vec<u8> {
         let mut w = Writer::new(Vec::new(), &meta()).unwrap();
         w.event(&[7u8; EVENT]).unwrap();
         w.snapshot(&round()).unwrap();
         w.snapshot(&SnapshotRound::default()).unwrap();
         w.counters(&counts()).unwrap();
+        w.closers(&found()).unwrap();
         w.flush().unwrap();
         w.out
     }
@@ -377,6 +418,18 @@ mod tests {
             Some(Frame::Snapshot(SnapshotRound::default()))
         );
         assert_eq!(r.next_frame().unwrap(), Some(Frame::Counters(counts())));
+        assert_eq!(r.next_frame().unwrap(), Some(Frame::Closers(found())));
+        assert_eq!(r.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn version_3_files_are_read() {
+        let mut w = Writer::new(Vec::new(), &meta()).unwrap();
+        w.snapshot(&round()).unwrap();
+        let mut bytes = w.out;
+        bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        assert_eq!(r.next_frame().unwrap(), Some(Frame::Snapshot(round())));
         assert_eq!(r.next_frame().unwrap(), None);
     }
 
@@ -388,6 +441,7 @@ mod tests {
         assert!(matches!(r.next_frame(), Ok(Some(Frame::Event(_)))));
         assert!(matches!(r.next_frame(), Ok(Some(Frame::Snapshot(_)))));
         assert!(matches!(r.next_frame(), Ok(Some(Frame::Snapshot(_)))));
+        assert!(matches!(r.next_frame(), Ok(Some(Frame::Counters(_)))));
         let err = r.next_frame().unwrap_err();
         assert!(matches!(err, RecordError::Truncated(_)), "{err}");
         assert!(err.to_string().contains("cut short"));
@@ -406,7 +460,15 @@ mod tests {
         let mut bytes = written();
         bytes[8] = 9;
         let err = Reader::new(&bytes[..]).err().unwrap();
-        assert!(err.to_string().contains("version 9"), "{err}");
+        assert!(
+            err.to_string().contains("version 9") && err.to_string().contains("versions 3 to 4"),
+            "{err}"
+        );
+        bytes[8] = 2;
+        assert!(matches!(
+            Reader::new(&bytes[..]),
+            Err(RecordError::Version(2))
+        ));
         let old_contract = Meta { wire: 1, ..meta() };
         let bytes = Writer::new(Vec::new(), &old_contract).unwrap().out;
         let err = Reader::new(&bytes[..]).err().unwrap();
@@ -438,5 +500,15 @@ mod tests {
                 .to_string()
                 .contains("do not fit")
         );
+        // A found closer of an unknown family.
+        let mut b = bytes.clone();
+        let closers = bytes.len() - 4 - 2 * closers::FOUND_SIZE;
+        b[closers + 4 + 4] = 3;
+        let mut r = Reader::new(&b[..]).unwrap();
+        for _ in 0..4 {
+            r.next_frame().unwrap();
+        }
+        let err = r.next_frame().unwrap_err().to_string();
+        assert!(err.contains("unknown address family"), "{err}");
     }
 }

@@ -17,7 +17,7 @@ use crate::model::{
     event::{
         Closed, Comm, ConnectFailure, Death, Segment, SegmentKind, StateChange, Timewait, TwVerdict,
     },
-    snapshot::{DiagSocket, NetnsSnapshot, SnapshotRound},
+    snapshot::{DiagSocket, FoundCloser, NetnsSnapshot, SnapshotRound},
     tcp::FourTuple,
 };
 
@@ -120,6 +120,15 @@ pub(super) fn segment(
 }
 
 /// The process that closed, as a record names it.
+pub(super) fn found(t: FourTuple, comm: &str) -> FoundCloser {
+    FoundCloser {
+        netns: NS,
+        family: Family::Ipv4,
+        tuple: t,
+        closer: process(comm),
+    }
+}
+
 pub(super) fn process(comm: &str) -> Process {
     Process {
         pid: 42,

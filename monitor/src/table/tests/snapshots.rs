@@ -267,9 +267,9 @@ fn orphans_are_listed_once_and_take_a_closer_found_later() {
     ));
     // Only the socket adopted without a closer, born when its timer says.
     assert_eq!(table.orphans(), &[(k(orphan), SEC + SEC / 2)]);
-    table.attribute(&k(orphan), process("nginx"));
+    table.attribute(&found(orphan, "nginx"));
     // A closer already known is not replaced.
-    table.attribute(&k(known), process("nginx"));
+    table.attribute(&found(known, "nginx"));
     assert_eq!(
         table.get(&k(orphan)).unwrap().closer,
         Some(process("nginx"))
