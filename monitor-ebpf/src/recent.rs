@@ -20,9 +20,9 @@ fn current() -> u32 {
 }
 
 /// Remembers that the four-tuple of hash `tuple_hash` began an active
-/// close (in any namespace: see `hash`). Two CPUs setting bits of one word at the same instant may
-/// lose one (no atomics before Linux 5.12): a missed report of a rare
-/// collision, not a wrong one.
+/// close (in any namespace: see `hash`). Two CPUs setting bits of one
+/// word at the same instant may lose one (no atomics before Linux 5.12):
+/// a missed report of a rare collision, not a wrong one.
 #[inline(always)]
 pub fn remember(tuple_hash: u64) {
     let (word, mask) = bits(tuple_hash);

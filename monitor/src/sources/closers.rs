@@ -55,6 +55,12 @@ pub fn settle(open: &[(usize, Slot)], orphans: &[(FourTuple, u64)], now_ns: u64)
         .filter(|(_, s)| u64::from(s.began) < stale_before)
         .map(|&(index, s)| Held { index, sk: s.sk })
         .collect();
+    if orphans.is_empty() {
+        return Settled {
+            found: Vec::new(),
+            stale,
+        };
+    }
     let mut by_hash: HashMap<u32, Vec<(usize, &Slot)>> = HashMap::with_capacity(open.len());
     for (i, s) in open {
         by_hash.entry(s.tuple_hash).or_default().push((*i, s));
