@@ -30,7 +30,10 @@ use crate::{
         host,
         recent::{self, Recent},
     },
-    model::{hooks::Hook, snapshot::FoundCloser},
+    model::{
+        hooks::Hook,
+        snapshot::{FoundCloser, SnapshotRound},
+    },
     sources::{
         cgroups::{Cgroups, Namer},
         closers, diag, kernel_log, netns,
@@ -369,7 +372,7 @@ async fn read_events(
                 let start = diag::thread_cpu();
                 let mut state = exposed.state();
                 state.reconcile(&round);
-                let found = recover_closers(&closing, &state.table, diag::monotonic_ns());
+                let found = recover_closers(&closing, &state.table, &round, diag::monotonic_ns());
                 state.closers_found(&found);
                 state.pacing.record(cpu, next);
                 drop(state);
@@ -394,17 +397,19 @@ struct Feeds {
 
 /// Names who closed the sockets the latest round adopted without a
 /// closer, from the closes the kernel still holds (see `sources::closers`).
-fn recover_closers(closing: &Closing, table: &Table, now_ns: u64) -> Vec<FoundCloser> {
+fn recover_closers(
+    closing: &Closing,
+    table: &Table,
+    round: &SnapshotRound,
+    now_ns: u64,
+) -> Vec<FoundCloser> {
     let orphans = table.orphans();
     let open = closing.open();
     if open.is_empty() {
         return Vec::new();
     }
     let tuples: Vec<_> = orphans.iter().map(|(k, born)| (k.tuple, *born)).collect();
-    let settled = closers::settle(&open, &tuples, now_ns);
-    for held in settled.stale {
-        closing.free(held);
-    }
+    let settled = closers::settle(&open, &tuples, round, now_ns);
     let mut found = Vec::with_capacity(settled.found.len());
     for (n, held, closer) in settled.found {
         if let Some((key, _)) = orphans.get(n)
@@ -417,6 +422,9 @@ fn recover_closers(closing: &Closing, table: &Table, now_ns: u64) -> Vec<FoundCl
                 closer,
             });
         }
+    }
+    for held in settled.stale {
+        closing.free(held);
     }
     found
 }

@@ -3,11 +3,11 @@
 //! in progress, and its timewait socket reaches the table through a
 //! sock_diag dump as an orphan, without a closer. After each round the
 //! daemon matches the round's orphans to those slots by four-tuple hash
-//! and time, and frees the slots it matched and those too old to hold a
-//! close still in progress (left taken, they would in time make the kernel
+//! and time, and frees the slots it matched and those of closes that ended
+//! unseen long ago (left taken, they would in time make the kernel
 //! displace live closes).
 
-use foldhash::{HashMap, HashMapExt as _};
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 use monitor_common::{
     closing::{BEGAN_SHIFT, Slot},
     recent,
@@ -19,14 +19,19 @@ use crate::{
     kernel::closing::Held,
     model::{
         event::Process,
-        tcp::{FourTuple, ip_bytes},
+        snapshot::SnapshotRound,
+        tcp::{FourTuple, TcpState, ip_bytes},
     },
 };
 
-/// The longest a close can be in progress: FIN_WAIT1 retransmitting to a
-/// silent peer gives up after about two minutes (tcp_orphan_retries),
-/// FIN_WAIT2 after tcp_fin_timeout (60 s); ten minutes leaves room for
-/// hosts that raised either.
+/// How long a close may stay open before its slot is checked against the
+/// sockets a round lists. An orphaned close (the process closed the
+/// socket) is over within minutes: FIN_WAIT1 retransmitting to a silent
+/// peer gives up after tcp_orphan_retries, FIN_WAIT2 after
+/// tcp_fin_timeout. A half-close (shutdown() with the socket still open)
+/// has no limit: its FIN_WAIT2 lasts until the peer's FIN, so an older
+/// slot is kept while a round still lists a full socket of its four-tuple
+/// in a closing state.
 const LONGEST_CLOSE_NS: u64 = 600_000_000_000;
 
 /// How much later than an adopted socket's birth time its close may seem
@@ -46,15 +51,17 @@ pub struct Settled {
 
 /// Matches `orphans` (four-tuple, birth time) to the `open` slots (index,
 /// slot): an orphan's closer is the latest close of its four-tuple begun
-/// before its birth (give or take the estimate's slack), within the
-/// longest close. Times on CLOCK_MONOTONIC.
-pub fn settle(open: &[(usize, Slot)], orphans: &[(FourTuple, u64)], now_ns: u64) -> Settled {
-    let stale_before = now_ns.saturating_sub(LONGEST_CLOSE_NS) >> BEGAN_SHIFT;
-    let stale = open
-        .iter()
-        .filter(|(_, s)| u64::from(s.began) < stale_before)
-        .map(|&(index, s)| Held { index, sk: s.sk })
-        .collect();
+/// before its birth (give or take the estimate's slack). Slots older than
+/// the longest orphaned close whose four-tuple `round` lists in no closing
+/// state are stale, even when one was found too: free the found first.
+/// Times on CLOCK_MONOTONIC.
+pub fn settle(
+    open: &[(usize, Slot)],
+    orphans: &[(FourTuple, u64)],
+    round: &SnapshotRound,
+    now_ns: u64,
+) -> Settled {
+    let stale = stale(open, round, now_ns);
     if orphans.is_empty() {
         return Settled {
             found: Vec::new(),
@@ -71,8 +78,9 @@ pub fn settle(open: &[(usize, Slot)], orphans: &[(FourTuple, u64)], now_ns: u64)
         let Some(candidates) = by_hash.get_mut(&h) else {
             continue;
         };
-        let began = (born_ns.saturating_sub(LONGEST_CLOSE_NS) >> BEGAN_SHIFT)
-            ..=(born_ns.saturating_add(BIRTH_SLACK_NS) >> BEGAN_SHIFT);
+        // No lower bound: a half-close may have begun hours before; slots
+        // of closes long over are gone (`stale`).
+        let began = ..=(born_ns.saturating_add(BIRTH_SLACK_NS) >> BEGAN_SHIFT);
         let best = candidates
             .iter()
             .enumerate()
@@ -87,6 +95,35 @@ pub fn settle(open: &[(usize, Slot)], orphans: &[(FourTuple, u64)], now_ns: u64)
         }
     }
     Settled { found, stale }
+}
+
+/// The open slots of closes that cannot still be in progress.
+fn stale(open: &[(usize, Slot)], round: &SnapshotRound, now_ns: u64) -> Vec<Held> {
+    let stale_before = now_ns.saturating_sub(LONGEST_CLOSE_NS) >> BEGAN_SHIFT;
+    let old = || {
+        open.iter()
+            .filter(move |(_, s)| u64::from(s.began) < stale_before)
+    };
+    if old().next().is_none() {
+        return Vec::new();
+    }
+    let closing: HashSet<u32> = round
+        .namespaces
+        .iter()
+        .flat_map(|ns| &ns.sockets)
+        .filter(|s| {
+            !s.timewait
+                && matches!(
+                    s.state,
+                    TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing
+                )
+        })
+        .map(|s| recent::hash(&wire_tuple(&s.tuple)) as u32)
+        .collect();
+    old()
+        .filter(|(_, s)| !closing.contains(&s.tuple_hash))
+        .map(|&(index, s)| Held { index, sk: s.sk })
+        .collect()
 }
 
 /// A four-tuple as the kernel programs hash it: IPv4 in the first four
@@ -105,8 +142,37 @@ mod tests {
     use monitor_common::record;
 
     use super::*;
+    use crate::model::{
+        snapshot::{DiagSocket, NetnsSnapshot},
+        tcp::Family,
+    };
 
     const S: u64 = 1 << BEGAN_SHIFT;
+
+    fn none() -> SnapshotRound {
+        SnapshotRound::default()
+    }
+
+    /// A round listing sockets (local port, state, timewait) of `tuple`.
+    fn listing(sockets: &[(u16, TcpState, bool)]) -> SnapshotRound {
+        let sockets = sockets
+            .iter()
+            .map(|&(sport, state, timewait)| DiagSocket {
+                family: Family::Ipv4,
+                state,
+                timewait,
+                expires_ms: 0,
+                tuple: tuple(sport),
+            })
+            .collect();
+        SnapshotRound {
+            namespaces: vec![NetnsSnapshot {
+                sockets,
+                ..NetnsSnapshot::default()
+            }],
+            existing: None,
+        }
+    }
 
     fn tuple(sport: u16) -> FourTuple {
         FourTuple {
@@ -135,7 +201,7 @@ mod tests {
             (12, slot(40000, 400 * S, 3)),
             (20, slot(40001, 200 * S, 4)),
         ];
-        let settled = settle(&open, &[(tuple(40000), 210 * S)], 220 * S);
+        let settled = settle(&open, &[(tuple(40000), 210 * S)], &none(), 220 * S);
         assert_eq!(settled.found.len(), 1);
         let (orphan, held, process) = settled.found[0];
         assert_eq!((orphan, held.index, process.pid), (0, 9, 2));
@@ -147,14 +213,19 @@ mod tests {
         // The dump began 300 ms before the reply: the birth comes out
         // before the close began, across a unit boundary.
         let open = [(5, slot(40000, 100 * S + 10, 1))];
-        let settled = settle(&open, &[(tuple(40000), 100 * S - 300_000_000)], 101 * S);
+        let settled = settle(
+            &open,
+            &[(tuple(40000), 100 * S - 300_000_000)],
+            &none(),
+            101 * S,
+        );
         assert_eq!(settled.found.len(), 1);
     }
 
     #[test]
     fn an_orphan_no_close_names_stays_unknown() {
         let open = [(5, slot(40001, 100 * S, 1))];
-        let settled = settle(&open, &[(tuple(40000), 100 * S)], 101 * S);
+        let settled = settle(&open, &[(tuple(40000), 100 * S)], &none(), 101 * S);
         assert!(settled.found.is_empty());
     }
 
@@ -165,8 +236,45 @@ mod tests {
             (1, slot(40000, now - LONGEST_CLOSE_NS - 2 * S, 1)),
             (2, slot(40001, now - S, 2)),
         ];
-        let stale = settle(&open, &[], now).stale;
+        let stale = settle(&open, &[], &none(), now).stale;
         assert_eq!(stale.iter().map(|h| h.index).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn a_half_close_still_listed_keeps_its_slot() {
+        let now = 2000 * S;
+        let long_ago = now - LONGEST_CLOSE_NS - 2 * S;
+        let open = [
+            // shutdown() long ago; the peer still sends: a full FIN_WAIT2.
+            (1, slot(40000, long_ago, 1)),
+            // Its socket is a timewait socket now: its end went unseen.
+            (2, slot(40001, long_ago, 2)),
+            // Not listed at all.
+            (3, slot(40002, long_ago, 3)),
+        ];
+        let round = listing(&[
+            (40000, TcpState::FinWait2, false),
+            (40001, TcpState::FinWait2, true),
+        ]);
+        let stale = settle(&open, &[], &round, now).stale;
+        assert_eq!(
+            stale.iter().map(|h| h.index).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+    }
+
+    #[test]
+    fn a_half_close_whose_end_went_unseen_still_names_its_closer() {
+        let now = 5000 * S;
+        let open = [(4, slot(40000, now - 3 * LONGEST_CLOSE_NS, 9))];
+        // Kept while it was a full FIN_WAIT2; now a timewait socket that
+        // the round adopted as an orphan.
+        let round = listing(&[(40000, TcpState::TimeWait, true)]);
+        let settled = settle(&open, &[(tuple(40000), now - S)], &round, now);
+        assert_eq!(settled.found.len(), 1);
+        assert_eq!(settled.found[0].1.index, 4);
+        // Stale as well: the caller frees the found slot first.
+        assert_eq!(settled.stale.len(), 1);
     }
 
     #[test]
