@@ -53,7 +53,8 @@ pub struct Settled {
 /// slot): an orphan's closer is the latest close of its four-tuple begun
 /// before its birth (give or take the estimate's slack). Slots older than
 /// the longest orphaned close whose four-tuple `round` lists in no closing
-/// state are stale, even when one was found too: free the found first.
+/// state are stale (judged only on a round that dumped every namespace),
+/// even when one was found too: free the found first.
 /// Times on CLOCK_MONOTONIC.
 pub fn settle(
     open: &[(usize, Slot)],
@@ -104,7 +105,7 @@ fn stale(open: &[(usize, Slot)], round: &SnapshotRound, now_ns: u64) -> Vec<Held
         open.iter()
             .filter(move |(_, s)| u64::from(s.began) < stale_before)
     };
-    if old().next().is_none() {
+    if old().next().is_none() || !lists_every_namespace(round) {
         return Vec::new();
     }
     let closing: HashSet<u32> = round
@@ -124,6 +125,20 @@ fn stale(open: &[(usize, Slot)], round: &SnapshotRound, now_ns: u64) -> Vec<Held
         .filter(|(_, s)| !closing.contains(&s.tuple_hash))
         .map(|&(index, s)| Held { index, sk: s.sk })
         .collect()
+}
+
+/// Whether `round` dumped every namespace the kernel programs record
+/// closes of, so that a close it does not list is over. A namespace that
+/// could not be dumped this round might hold a long half-close; its slot
+/// waits for a round that lists it. A round without `existing` watched one
+/// namespace, and the programs record closes of that one only.
+fn lists_every_namespace(round: &SnapshotRound) -> bool {
+    match &round.existing {
+        Some(existing) => existing
+            .iter()
+            .all(|inode| round.namespaces.iter().any(|ns| ns.netns == *inode)),
+        None => !round.namespaces.is_empty(),
+    }
 }
 
 /// A four-tuple as the kernel programs hash it: IPv4 in the first four
@@ -236,8 +251,23 @@ mod tests {
             (1, slot(40000, now - LONGEST_CLOSE_NS - 2 * S, 1)),
             (2, slot(40001, now - S, 2)),
         ];
-        let stale = settle(&open, &[], &none(), now).stale;
+        let stale = settle(&open, &[], &listing(&[]), now).stale;
         assert_eq!(stale.iter().map(|h| h.index).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn no_close_is_freed_while_a_namespace_went_undumped() {
+        let now = 2000 * S;
+        let open = [(1, slot(40000, now - LONGEST_CLOSE_NS - 2 * S, 1))];
+        let mut round = listing(&[]);
+        round.namespaces[0].netns = 7;
+        // Namespace 8 exists but its dump failed: it may hold the close.
+        round.existing = Some(vec![7, 8]);
+        assert!(settle(&open, &[], &round, now).stale.is_empty());
+        round.existing = Some(vec![7]);
+        assert_eq!(settle(&open, &[], &round, now).stale.len(), 1);
+        // Watching one namespace that could not be dumped: nothing known.
+        assert!(settle(&open, &[], &none(), now).stale.is_empty());
     }
 
     #[test]
