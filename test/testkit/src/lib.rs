@@ -3,6 +3,7 @@
 //! start and scrape twmon, make TCP workloads, read the kernel's counters.
 //! Everything here panics with a message on failure: it is test code.
 
+mod proc_tcp;
 pub mod replay_segments;
 use std::{
     collections::BTreeMap,
@@ -433,12 +434,10 @@ fn fin_wait2_as_timewait(port: u16) -> bool {
     let local = format!(":{port:04X}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let table = fs::read_to_string("/proc/thread-self/net/tcp").unwrap_or_default();
-        let found = table.lines().skip(1).find_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let here = f.get(1)?.ends_with(&local) && f.get(3) == Some(&"05");
-            here.then(|| f.get(5).is_some_and(|timer| timer.starts_with("03:")))
-        });
+        let table = proc_tcp::read("tcp");
+        let found = proc_tcp::sockets(&table)
+            .find(|s| s.local.ends_with(&local) && s.state == "05")
+            .map(|s| s.timer.starts_with("03:"));
         if let Some(timewait) = found {
             return timewait;
         }
@@ -461,11 +460,8 @@ pub fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 /// Sockets of /proc/thread-self/net/`file` (tcp or tcp6) in `state`.
 fn sockets_in_state(file: &str, state: &str) -> u64 {
-    fs::read_to_string(format!("/proc/thread-self/net/{file}"))
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(3) == Some(state))
+    proc_tcp::sockets(&proc_tcp::read(file))
+        .filter(|s| s.state == state)
         .count() as u64
 }
 

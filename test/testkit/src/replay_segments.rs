@@ -96,14 +96,8 @@ fn client_in_timewait(client: u16, server: u16) -> bool {
         format!("0100007F:{client:04X}"),
         format!("0100007F:{server:04X}"),
     );
-    std::fs::read_to_string("/proc/thread-self/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == want.0 && f[2] == want.1 && f[3] == "06"
-        })
+    crate::proc_tcp::sockets(&crate::proc_tcp::read("tcp"))
+        .any(|s| s.local == want.0 && s.remote == want.1 && s.state == "06")
 }
 
 /// An AF_PACKET socket bound to `lo`.
