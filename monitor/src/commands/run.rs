@@ -30,10 +30,7 @@ use crate::{
         host,
         recent::{self, Recent},
     },
-    model::{
-        hooks::Hook,
-        snapshot::{FoundCloser, SnapshotRound},
-    },
+    model::{hooks::Hook, snapshot::FoundCloser},
     sources::{
         cgroups::{Cgroups, Namer},
         closers, diag, kernel_log, netns,
@@ -360,7 +357,7 @@ async fn read_events(
                 drain(&mut ring, &exposed, &mut recorder)?;
                 exposed.state().advance(diag::monotonic_ns());
             }
-            Some(Paced { round, cpu, next }) = rounds.recv() => {
+            Some(Paced { round, cpu, next, missed }) = rounds.recv() => {
                 drain(&mut ring, &exposed, &mut recorder)?;
                 if let Some(rec) = recorder.as_mut() {
                     let counts = exposed.kernel_counts().unwrap_or_default();
@@ -372,7 +369,8 @@ async fn read_events(
                 let start = diag::thread_cpu();
                 let mut state = exposed.state();
                 state.reconcile(&round);
-                let found = recover_closers(&closing, &state.table, &round, diag::monotonic_ns());
+                let seen = closers::Seen { round: &round, missed };
+                let found = recover_closers(&closing, &state.table, &seen, diag::monotonic_ns());
                 state.closers_found(&found);
                 state.pacing.record(cpu, next);
                 drop(state);
@@ -400,7 +398,7 @@ struct Feeds {
 fn recover_closers(
     closing: &Closing,
     table: &Table,
-    round: &SnapshotRound,
+    seen: &closers::Seen,
     now_ns: u64,
 ) -> Vec<FoundCloser> {
     let orphans = table.orphans();
@@ -409,7 +407,7 @@ fn recover_closers(
         return Vec::new();
     }
     let tuples: Vec<_> = orphans.iter().map(|(k, born)| (k.tuple, *born)).collect();
-    let settled = closers::settle(&open, &tuples, round, now_ns);
+    let settled = closers::settle(&open, &tuples, seen, now_ns);
     let mut found = Vec::with_capacity(settled.found.len());
     for (n, held, closer) in settled.found {
         if let Some((key, _)) = orphans.get(n)

@@ -70,9 +70,10 @@ pub struct NetnsSnapshot {
 pub struct SnapshotRound {
     /// Namespaces dumped successfully in this round.
     pub namespaces: Vec<NetnsSnapshot>,
-    /// When every existing namespace was listed (all-namespaces mode), the
-    /// inodes of all of them: entries of namespaces not among them are
-    /// gone with their namespace. `None` when only some were looked at.
+    /// In all-namespaces mode, and once a watched namespace is gone, the
+    /// inodes of every namespace that still exists, dumped or not: entries
+    /// of namespaces not among them are gone with their namespace. `None`
+    /// while the one watched namespace is there.
     pub existing: Option<Vec<u32>>,
 }
 

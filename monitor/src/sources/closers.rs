@@ -34,6 +34,20 @@ use crate::{
 /// in a closing state.
 const LONGEST_CLOSE_NS: u64 = 600_000_000_000;
 
+/// How long a close may stay open while a round could not dump some
+/// namespace. Slots name no namespace, so such a round cannot tell a
+/// half-close there from a close long over; it frees only slots this old,
+/// so that a namespace failing every round (an LSM denying setns) cannot
+/// keep dead slots taken for ever.
+const LONGEST_CLOSE_UNSEEN_NS: u64 = 6 * LONGEST_CLOSE_NS;
+
+/// A round, as far as its closes are concerned.
+pub struct Seen<'a> {
+    pub round: &'a SnapshotRound,
+    /// Namespaces the round reached but could not dump.
+    pub missed: usize,
+}
+
 /// How much later than an adopted socket's birth time its close may seem
 /// to begin: the birth is estimated from the timer left at the reply,
 /// counted from the dump's start, so it comes out early by up to the
@@ -52,17 +66,16 @@ pub struct Settled {
 /// Matches `orphans` (four-tuple, birth time) to the `open` slots (index,
 /// slot): an orphan's closer is the latest close of its four-tuple begun
 /// before its birth (give or take the estimate's slack). Slots older than
-/// the longest orphaned close whose four-tuple `round` lists in no closing
-/// state are stale (judged only on a round that dumped every namespace),
-/// even when one was found too: free the found first.
-/// Times on CLOCK_MONOTONIC.
+/// the longest orphaned close whose four-tuple the round lists in no closing
+/// state are stale (older still when it missed a namespace), even when one
+/// was found too: free the found first. Times on CLOCK_MONOTONIC.
 pub fn settle(
     open: &[(usize, Slot)],
     orphans: &[(FourTuple, u64)],
-    round: &SnapshotRound,
+    seen: &Seen,
     now_ns: u64,
 ) -> Settled {
-    let stale = stale(open, round, now_ns);
+    let stale = stale(open, seen, now_ns);
     if orphans.is_empty() {
         return Settled {
             found: Vec::new(),
@@ -99,16 +112,21 @@ pub fn settle(
 }
 
 /// The open slots of closes that cannot still be in progress.
-fn stale(open: &[(usize, Slot)], round: &SnapshotRound, now_ns: u64) -> Vec<Held> {
-    let stale_before = now_ns.saturating_sub(LONGEST_CLOSE_NS) >> BEGAN_SHIFT;
+fn stale(open: &[(usize, Slot)], seen: &Seen, now_ns: u64) -> Vec<Held> {
+    let longest = match seen.missed {
+        0 => LONGEST_CLOSE_NS,
+        _ => LONGEST_CLOSE_UNSEEN_NS,
+    };
+    let stale_before = now_ns.saturating_sub(longest) >> BEGAN_SHIFT;
     let old = || {
         open.iter()
             .filter(move |(_, s)| u64::from(s.began) < stale_before)
     };
-    if old().next().is_none() || !lists_every_namespace(round) {
+    if old().next().is_none() {
         return Vec::new();
     }
-    let closing: HashSet<u32> = round
+    let closing: HashSet<u32> = seen
+        .round
         .namespaces
         .iter()
         .flat_map(|ns| &ns.sockets)
@@ -125,20 +143,6 @@ fn stale(open: &[(usize, Slot)], round: &SnapshotRound, now_ns: u64) -> Vec<Held
         .filter(|(_, s)| !closing.contains(&s.tuple_hash))
         .map(|&(index, s)| Held { index, sk: s.sk })
         .collect()
-}
-
-/// Whether `round` dumped every namespace the kernel programs record
-/// closes of, so that a close it does not list is over. A namespace that
-/// could not be dumped this round might hold a long half-close; its slot
-/// waits for a round that lists it. A round without `existing` watched one
-/// namespace, and the programs record closes of that one only.
-fn lists_every_namespace(round: &SnapshotRound) -> bool {
-    match &round.existing {
-        Some(existing) => existing
-            .iter()
-            .all(|inode| round.namespaces.iter().any(|ns| ns.netns == *inode)),
-        None => !round.namespaces.is_empty(),
-    }
 }
 
 /// A four-tuple as the kernel programs hash it: IPv4 in the first four
@@ -163,6 +167,11 @@ mod tests {
     };
 
     const S: u64 = 1 << BEGAN_SHIFT;
+
+    /// `round`, every namespace it reached dumped.
+    fn seen(round: &SnapshotRound) -> Seen<'_> {
+        Seen { round, missed: 0 }
+    }
 
     fn none() -> SnapshotRound {
         SnapshotRound::default()
@@ -216,7 +225,7 @@ mod tests {
             (12, slot(40000, 400 * S, 3)),
             (20, slot(40001, 200 * S, 4)),
         ];
-        let settled = settle(&open, &[(tuple(40000), 210 * S)], &none(), 220 * S);
+        let settled = settle(&open, &[(tuple(40000), 210 * S)], &seen(&none()), 220 * S);
         assert_eq!(settled.found.len(), 1);
         let (orphan, held, process) = settled.found[0];
         assert_eq!((orphan, held.index, process.pid), (0, 9, 2));
@@ -231,7 +240,7 @@ mod tests {
         let settled = settle(
             &open,
             &[(tuple(40000), 100 * S - 300_000_000)],
-            &none(),
+            &seen(&none()),
             101 * S,
         );
         assert_eq!(settled.found.len(), 1);
@@ -240,7 +249,7 @@ mod tests {
     #[test]
     fn an_orphan_no_close_names_stays_unknown() {
         let open = [(5, slot(40001, 100 * S, 1))];
-        let settled = settle(&open, &[(tuple(40000), 100 * S)], &none(), 101 * S);
+        let settled = settle(&open, &[(tuple(40000), 100 * S)], &seen(&none()), 101 * S);
         assert!(settled.found.is_empty());
     }
 
@@ -251,23 +260,28 @@ mod tests {
             (1, slot(40000, now - LONGEST_CLOSE_NS - 2 * S, 1)),
             (2, slot(40001, now - S, 2)),
         ];
-        let stale = settle(&open, &[], &listing(&[]), now).stale;
+        let stale = settle(&open, &[], &seen(&listing(&[])), now).stale;
         assert_eq!(stale.iter().map(|h| h.index).collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]
-    fn no_close_is_freed_while_a_namespace_went_undumped() {
-        let now = 2000 * S;
-        let open = [(1, slot(40000, now - LONGEST_CLOSE_NS - 2 * S, 1))];
-        let mut round = listing(&[]);
-        round.namespaces[0].netns = 7;
-        // Namespace 8 exists but its dump failed: it may hold the close.
-        round.existing = Some(vec![7, 8]);
-        assert!(settle(&open, &[], &round, now).stale.is_empty());
-        round.existing = Some(vec![7]);
-        assert_eq!(settle(&open, &[], &round, now).stale.len(), 1);
-        // Watching one namespace that could not be dumped: nothing known.
-        assert!(settle(&open, &[], &none(), now).stale.is_empty());
+    fn a_round_that_missed_a_namespace_frees_only_far_older_closes() {
+        let now = 20_000 * S;
+        let open = [
+            // Could be a half-close in the namespace the round missed.
+            (1, slot(40000, now - LONGEST_CLOSE_NS - 2 * S, 1)),
+            // Older than the round can leave in doubt.
+            (2, slot(40001, now - LONGEST_CLOSE_UNSEEN_NS - 2 * S, 2)),
+        ];
+        let round = listing(&[]);
+        let missed = Seen {
+            round: &round,
+            missed: 1,
+        };
+        let stale = |r: &Seen| settle(&open, &[], r, now).stale;
+        let indices = |held: Vec<Held>| held.iter().map(|h| h.index).collect::<Vec<_>>();
+        assert_eq!(indices(stale(&missed)), vec![2]);
+        assert_eq!(indices(stale(&seen(&round))), vec![1, 2]);
     }
 
     #[test]
@@ -286,7 +300,7 @@ mod tests {
             (40000, TcpState::FinWait2, false),
             (40001, TcpState::FinWait2, true),
         ]);
-        let stale = settle(&open, &[], &round, now).stale;
+        let stale = settle(&open, &[], &seen(&round), now).stale;
         assert_eq!(
             stale.iter().map(|h| h.index).collect::<Vec<_>>(),
             vec![2, 3]
@@ -300,7 +314,7 @@ mod tests {
         // Kept while it was a full FIN_WAIT2; now a timewait socket that
         // the round adopted as an orphan.
         let round = listing(&[(40000, TcpState::TimeWait, true)]);
-        let settled = settle(&open, &[(tuple(40000), now - S)], &round, now);
+        let settled = settle(&open, &[(tuple(40000), now - S)], &seen(&round), now);
         assert_eq!(settled.found.len(), 1);
         assert_eq!(settled.found[0].1.index, 4);
         // Stale as well: the caller frees the found slot first.

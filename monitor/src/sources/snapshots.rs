@@ -2,6 +2,7 @@
 //! and when a watched namespace is gone for good (see [`super::vanished`]).
 
 use std::{
+    collections::HashSet,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -34,6 +35,8 @@ pub struct Snapshots {
     vanished: Vanished,
     /// CPU time the last dump took.
     last_cost: Duration,
+    /// Namespaces the last round reached but could not dump.
+    last_missed: usize,
     /// CPU time (ns) applying the last round to the table took, written by
     /// whoever applies it (see [`Snapshots::apply_cost`]).
     apply_ns: Arc<AtomicU64>,
@@ -46,6 +49,9 @@ pub struct Paced {
     pub cpu: Duration,
     /// The wait before the next round.
     pub next: Duration,
+    /// Namespaces it reached but could not dump (see `dump`): what it does
+    /// not list may still exist there.
+    pub missed: usize,
 }
 
 impl Snapshots {
@@ -56,6 +62,7 @@ impl Snapshots {
             scope,
             own_inode,
             vanished: Vanished::new(grace),
+            last_missed: 0,
             last_cost: Duration::ZERO,
             apply_ns: Arc::default(),
         }
@@ -73,6 +80,11 @@ impl Snapshots {
     /// counts it.
     pub fn apply_cost(&self) -> Arc<AtomicU64> {
         self.apply_ns.clone()
+    }
+
+    /// Namespaces the last round reached but could not dump.
+    pub fn last_missed(&self) -> usize {
+        self.last_missed
     }
 
     /// The next round; `None` while the watched namespace is missing but
@@ -93,6 +105,8 @@ impl Snapshots {
         .context("sock_diag worker panicked")?;
         self.last_cost = cost;
         let (mut round, reachable) = dumped?;
+        let dumped: HashSet<u32> = round.namespaces.iter().map(|ns| ns.netns).collect();
+        self.last_missed = reachable.iter().filter(|i| !dumped.contains(i)).count();
         let look = self.vanished.look(&reachable, Instant::now());
         match &self.scope {
             Scope::One(ns) if reachable.is_empty() => {
@@ -191,7 +205,14 @@ pub async fn schedule(
             Ok(Some(round)) => {
                 let cpu = snapshots.last_cost();
                 let next = pace.next(cpu);
-                if rounds.send(Paced { round, cpu, next }).await.is_err() {
+                let missed = snapshots.last_missed();
+                let paced = Paced {
+                    round,
+                    cpu,
+                    next,
+                    missed,
+                };
+                if rounds.send(paced).await.is_err() {
                     return Ok(());
                 }
             }
