@@ -1,5 +1,6 @@
-//! The kernel's own socket list, /proc/net/tcp and tcp6: the source `ss`
-//! and netstat read, and the oracle these tests hold twmon to.
+//! The kernel's own socket list as /proc/net/tcp and tcp6 print it (what
+//! netstat reads; `ss` asks sock_diag for the same sockets): the oracle
+//! these tests hold twmon to.
 
 use std::fs;
 
