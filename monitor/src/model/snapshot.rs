@@ -70,10 +70,12 @@ pub struct NetnsSnapshot {
 pub struct SnapshotRound {
     /// Namespaces dumped successfully in this round.
     pub namespaces: Vec<NetnsSnapshot>,
-    /// In all-namespaces mode, and once a watched namespace is gone, the
-    /// inodes of every namespace that still exists, dumped or not: entries
-    /// of namespaces not among them are gone with their namespace. `None`
-    /// while the one watched namespace is there.
+    /// The namespaces taken as existing, dumped or not (reachable, or
+    /// unreachable for less than the purge grace): in all-namespaces mode
+    /// every one found, and none once the one watched namespace is gone.
+    /// Entries of namespaces not among them are gone with their namespace.
+    /// `None` while the one watched namespace is there, and for one-off
+    /// dumps of the caller's own namespace.
     pub existing: Option<Vec<u32>>,
 }
 

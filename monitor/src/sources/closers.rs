@@ -41,18 +41,18 @@ const LONGEST_CLOSE_NS: u64 = 600_000_000_000;
 /// keep dead slots taken for ever.
 const LONGEST_CLOSE_UNSEEN_NS: u64 = 6 * LONGEST_CLOSE_NS;
 
+/// How much later than an adopted socket's birth time its close may seem
+/// to begin: the birth is estimated from the timer left at the reply,
+/// counted from the dump's start, so it comes out early by up to the
+/// dump's length (hundreds of milliseconds at a million sockets).
+const BIRTH_SLACK_NS: u64 = 10_000_000_000;
+
 /// A round, as far as its closes are concerned.
 pub struct Seen<'a> {
     pub round: &'a SnapshotRound,
     /// Namespaces the round reached but could not dump.
     pub missed: usize,
 }
-
-/// How much later than an adopted socket's birth time its close may seem
-/// to begin: the birth is estimated from the timer left at the reply,
-/// counted from the dump's start, so it comes out early by up to the
-/// dump's length (hundreds of milliseconds at a million sockets).
-const BIRTH_SLACK_NS: u64 = 10_000_000_000;
 
 /// What to do with the open slots.
 #[derive(Debug, Default, PartialEq, Eq)]

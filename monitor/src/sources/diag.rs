@@ -48,8 +48,7 @@ pub fn snapshot_here(netns: u32) -> Result<NetnsSnapshot> {
 /// lists) must succeed: a kernel without tcp_diag shows up there. Others
 /// come and go at any moment (containers, `ip netns`), so unless `strict`,
 /// one that cannot be entered or dumped any more is skipped, not an error.
-/// `complete` says `namespaces` are all there are, so that entries of any
-/// other namespace can be taken as gone with it.
+/// Which namespaces exist is the caller's to say (`SnapshotRound::existing`).
 ///
 /// Also returns the CPU time the dumps took in the threads that entered
 /// other namespaces (the caller's own it can measure itself).
@@ -57,12 +56,11 @@ pub fn snapshot_round(
     namespaces: &[Netns],
     own_inode: u32,
     strict: bool,
-    complete: bool,
 ) -> Result<(SnapshotRound, Duration)> {
     let mut elsewhere = Duration::ZERO;
     let mut round = SnapshotRound {
         namespaces: Vec::with_capacity(namespaces.len()),
-        existing: complete.then(|| namespaces.iter().map(|ns| ns.inode).collect()),
+        existing: None,
     };
     for ns in namespaces {
         let own = ns.inode == own_inode;

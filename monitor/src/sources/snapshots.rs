@@ -143,7 +143,7 @@ fn dump(scope: Scope, own_inode: u32) -> Result<(SnapshotRound, Duration, Vec<u3
         Scope::All => (netns::discover(), false),
     };
     let reachable: Vec<u32> = namespaces.iter().map(|ns| ns.inode).collect();
-    let (round, elsewhere) = diag::snapshot_round(&namespaces, own_inode, strict, false)?;
+    let (round, elsewhere) = diag::snapshot_round(&namespaces, own_inode, strict)?;
     Ok((round, elsewhere, reachable))
 }
 
