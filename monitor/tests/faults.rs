@@ -1,11 +1,13 @@
 //! Faults twmon must survive: killed outright under churn (nothing left in
 //! the kernel, a restart catches up), a ring buffer that overflows (losses
-//! counted, snapshots repair the table), and hooks that cannot attach (a
-//! clear refusal when forced, a degraded mode the metrics report).
+//! counted, snapshots repair the table), hooks that cannot attach (a
+//! clear refusal when forced, a degraded mode the metrics report), and a
+//! watched namespace whose name is deleted while processes live on in it.
 
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddr},
+    os::unix::fs::MetadataExt as _,
     path::Path,
     process::Command,
     sync::{
@@ -272,6 +274,61 @@ fn btf_without_a_field_it_reads_degrades_only_what_needs_it() {
         Some(1.0),
         "{text}"
     );
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_watched_namespace_whose_name_is_deleted_is_still_dumped() {
+    require_root();
+    let ns = TestNetns::new("unnamed");
+    // `ip netns exec` enters the namespace, then becomes `sleep`, which
+    // keeps it alive once its name is gone. Without capabilities, so that
+    // twmon, down to CAP_SYS_ADMIN with `--netns`, may look into it.
+    let holder = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "setpriv", "--bounding-set=-all"])
+            .args(["--inh-caps=-all", "sleep", "600"])
+            .spawn()
+            .expect("running ip netns exec"),
+    );
+    let held = format!("/proc/{}/ns/net", holder.0.id());
+    let inode = |path: &str| fs::metadata(path).map(|m| m.ino()).ok();
+    testkit::wait_until("the holder entered the namespace", || {
+        inode(&held).is_some() && inode(&held) == inode(&ns.path())
+    });
+    let daemon = start(&["--netns", &ns.path(), "--snapshot-interval", "200ms"]);
+    let deleted = Command::new("ip")
+        .args(["netns", "del", &ns.name])
+        .status()
+        .expect("running ip netns del");
+    assert!(deleted.success());
+    // Only a dump reads the namespace's sysctls: the new value shows that
+    // rounds still reach the namespace through the process holding it.
+    let set = Command::new("nsenter")
+        .arg(format!("--net={held}"))
+        .args(["sysctl", "-q", "-w", "net.ipv4.tcp_max_tw_buckets=12345"])
+        .status()
+        .expect("running nsenter");
+    assert!(set.success());
+    daemon.wait_for("a dump after the name was deleted", |text| {
+        sample(text, "twmon_tcp_max_tw_buckets", "") == Some(12345.0)
+    });
+    let log: Vec<String> = daemon.log.try_iter().collect();
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("snapshot failed") || l.contains("is gone")),
+        "{log:#?}"
+    );
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A file removed when dropped, whether the test passed or not.

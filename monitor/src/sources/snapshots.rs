@@ -97,16 +97,23 @@ impl Snapshots {
             let dumped = dump(scope, own_inode);
             let here = diag::thread_cpu().saturating_sub(start);
             match dumped {
-                Ok((round, elsewhere, reachable)) => (Ok((round, reachable)), here + elsewhere),
+                Ok(d) => {
+                    let cost = here + d.elsewhere;
+                    (Ok(d), cost)
+                }
                 Err(err) => (Err(err), here),
             }
         })
         .await
         .context("sock_diag worker panicked")?;
         self.last_cost = cost;
-        let (mut round, reachable) = dumped?;
-        let dumped: HashSet<u32> = round.namespaces.iter().map(|ns| ns.netns).collect();
-        self.last_missed = reachable.iter().filter(|i| !dumped.contains(i)).count();
+        let Dumped {
+            mut round,
+            reachable,
+            missed,
+            ..
+        } = dumped?;
+        self.last_missed = missed;
         let look = self.vanished.look(&reachable, Instant::now());
         match &self.scope {
             Scope::One(ns) if reachable.is_empty() => {
@@ -134,25 +141,68 @@ impl Snapshots {
     }
 }
 
-/// One dump of `scope`, the CPU it took in other threads, and which
-/// namespaces it could reach.
-fn dump(scope: Scope, own_inode: u32) -> Result<(SnapshotRound, Duration, Vec<u32>)> {
+/// One dump of a scope.
+struct Dumped {
+    round: SnapshotRound,
+    /// The CPU it took in threads that entered other namespaces.
+    elsewhere: Duration,
+    /// The namespaces it could reach.
+    reachable: Vec<u32>,
+    /// How many of those it could not dump though they are still there.
+    missed: usize,
+}
+
+fn dump(scope: Scope, own_inode: u32) -> Result<Dumped> {
     let (namespaces, strict) = match scope {
-        Scope::One(ns) if reachable(&ns) => (vec![ns], true),
-        Scope::One(_) => (Vec::new(), true),
+        Scope::One(ns) => (locate(&ns).into_iter().collect(), true),
         Scope::All => (netns::discover(), false),
     };
     let reachable: Vec<u32> = namespaces.iter().map(|ns| ns.inode).collect();
     let (round, elsewhere) = diag::snapshot_round(&namespaces, own_inode, strict)?;
-    Ok((round, elsewhere, reachable))
+    let missed = missed(&reachable, &round, || {
+        netns::discover().iter().map(|n| n.inode).collect()
+    });
+    Ok(Dumped {
+        round,
+        elsewhere,
+        reachable,
+        missed,
+    })
 }
 
-/// Whether the watched namespace can still be reached: its file is there,
-/// or a process or bind mount holds it. Once not, it is being torn down,
+/// How many `reachable` namespaces `round` did not dump though they are
+/// still there (`still_there`, asked only when some were skipped): one
+/// torn down during the round held nothing worth waiting for.
+fn missed(
+    reachable: &[u32],
+    round: &SnapshotRound,
+    still_there: impl FnOnce() -> Vec<u32>,
+) -> usize {
+    let dumped: HashSet<u32> = round.namespaces.iter().map(|ns| ns.netns).collect();
+    let skipped: Vec<u32> = reachable
+        .iter()
+        .copied()
+        .filter(|i| !dumped.contains(i))
+        .collect();
+    if skipped.is_empty() {
+        return 0;
+    }
+    let alive: HashSet<u32> = still_there().into_iter().collect();
+    skipped.iter().filter(|i| alive.contains(i)).count()
+}
+
+/// Where the watched namespace can still be entered: its file, while that
+/// still names it, or else a process or bind mount that holds it (after
+/// `ip netns del` with processes left inside; with CAP_SYS_PTRACE dropped,
+/// only processes of the same user holding no capability twmon lacks can
+/// be looked into). `None` once none is found: it is taken as torn down,
 /// and its timewait sockets with it. twmon cannot hold it open to watch
 /// it, since that would keep it alive.
-fn reachable(ns: &Netns) -> bool {
-    ns.path.exists() || netns::discover().iter().any(|n| n.inode == ns.inode)
+fn locate(ns: &Netns) -> Option<Netns> {
+    if netns::inode_of(&ns.path).is_ok_and(|inode| inode == ns.inode) {
+        return Some(ns.clone());
+    }
+    netns::discover().into_iter().find(|n| n.inode == ns.inode)
 }
 
 /// How often rounds run: every `every`, unless that would cost more than
@@ -240,5 +290,53 @@ mod tests {
             Duration::from_secs(80)
         );
         assert_eq!(pace.next(Duration::MAX), Duration::MAX);
+    }
+
+    fn dumped(inodes: &[u32]) -> SnapshotRound {
+        SnapshotRound {
+            namespaces: inodes
+                .iter()
+                .map(|&netns| crate::model::snapshot::NetnsSnapshot {
+                    netns,
+                    ..Default::default()
+                })
+                .collect(),
+            existing: None,
+        }
+    }
+
+    #[test]
+    fn a_namespace_skipped_but_still_there_is_missed() {
+        // 3 could not be dumped and is still there; 4 was torn down.
+        let missed = missed(&[1, 2, 3, 4], &dumped(&[1, 2]), || vec![1, 2, 3]);
+        assert_eq!(missed, 1);
+    }
+
+    #[test]
+    fn a_full_round_looks_for_nothing_more() {
+        let missed = missed(&[1, 2], &dumped(&[1, 2]), || {
+            panic!("discovery is for rounds that skipped a namespace")
+        });
+        assert_eq!(missed, 0);
+    }
+
+    #[test]
+    fn the_watched_namespace_is_found_by_inode_not_by_name() {
+        let own = netns::current().expect("own namespace");
+        // Its file gone (`ip netns del` with processes left inside): found
+        // where something still holds it.
+        let moved = Netns {
+            inode: own.inode,
+            path: "/nonexistent/twmon-netns".into(),
+        };
+        assert_eq!(locate(&moved).map(|n| n.inode), Some(own.inode));
+        // A file that now names another namespace does not stand for it
+        // (namespace inodes start at 0xF0000000: no namespace has inode 1).
+        let renamed = Netns {
+            inode: 1,
+            path: own.path.clone(),
+        };
+        assert_eq!(locate(&renamed), None);
+        assert_eq!(locate(&own), Some(own));
     }
 }
