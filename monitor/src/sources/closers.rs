@@ -50,7 +50,7 @@ const BIRTH_SLACK_NS: u64 = 10_000_000_000;
 /// A round, as far as its closes are concerned.
 pub struct Seen<'a> {
     pub round: &'a SnapshotRound,
-    /// Namespaces the round reached but could not dump.
+    /// Namespaces the round could not dump though they are still there.
     pub missed: usize,
 }
 

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use nix::sched::{CloneFlags, setns};
 
 /// A network namespace we can enter: its inode and a path that names it.
@@ -107,6 +107,19 @@ pub fn run_in<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let file = File::open(&ns.path).with_context(|| format!("opening {}", ns.path.display()))?;
+    // The path was found or checked a moment ago; a PID reused or a name
+    // re-created since would make this another namespace, whose sockets
+    // must not be filed under `ns.inode`.
+    let inode = file
+        .metadata()
+        .with_context(|| format!("reading {}", ns.path.display()))?
+        .ino();
+    ensure!(
+        inode == u64::from(ns.inode),
+        "{} no longer names network namespace {}",
+        ns.path.display(),
+        ns.inode
+    );
     let handle = std::thread::Builder::new()
         .name("twmon-netns".into())
         .spawn(move || -> Result<T> {

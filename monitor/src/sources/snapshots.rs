@@ -35,7 +35,8 @@ pub struct Snapshots {
     vanished: Vanished,
     /// CPU time the last dump took.
     last_cost: Duration,
-    /// Namespaces the last round reached but could not dump.
+    /// Namespaces the last round could not dump though they are still
+    /// there (see `missed`).
     last_missed: usize,
     /// CPU time (ns) applying the last round to the table took, written by
     /// whoever applies it (see [`Snapshots::apply_cost`]).
@@ -49,8 +50,8 @@ pub struct Paced {
     pub cpu: Duration,
     /// The wait before the next round.
     pub next: Duration,
-    /// Namespaces it reached but could not dump (see `dump`): what it does
-    /// not list may still exist there.
+    /// Namespaces it could not dump though they are still there (see
+    /// `missed`): what it does not list may still exist there.
     pub missed: usize,
 }
 
@@ -82,7 +83,8 @@ impl Snapshots {
         self.apply_ns.clone()
     }
 
-    /// Namespaces the last round reached but could not dump.
+    /// Namespaces the last round could not dump though they are still
+    /// there.
     pub fn last_missed(&self) -> usize {
         self.last_missed
     }
@@ -193,11 +195,10 @@ fn missed(
 
 /// Where the watched namespace can still be entered: its file, while that
 /// still names it, or else a process or bind mount that holds it (after
-/// `ip netns del` with processes left inside; with CAP_SYS_PTRACE dropped,
-/// only processes of the same user holding no capability twmon lacks can
-/// be looked into). `None` once none is found: it is taken as torn down,
-/// and its timewait sockets with it. twmon cannot hold it open to watch
-/// it, since that would keep it alive.
+/// `ip netns del` with processes left inside). `None` once none is found:
+/// it is taken as torn down, and its timewait sockets with it. twmon
+/// cannot hold it open to watch it, since that would keep it alive.
+/// (`run_in` checks the inode again as it opens the file.)
 fn locate(ns: &Netns) -> Option<Netns> {
     if netns::inode_of(&ns.path).is_ok_and(|inode| inode == ns.inode) {
         return Some(ns.clone());
@@ -331,7 +332,7 @@ mod tests {
         };
         assert_eq!(locate(&moved).map(|n| n.inode), Some(own.inode));
         // A file that now names another namespace does not stand for it
-        // (namespace inodes start at 0xF0000000: no namespace has inode 1).
+        // (namespace inodes sit just below or above 0xF0000000: none is 1).
         let renamed = Netns {
             inode: 1,
             path: own.path.clone(),

@@ -127,8 +127,10 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
+        // Already gone when a test deleted it itself.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
             .status();
     }
 }
