@@ -298,10 +298,20 @@ fn a_watched_namespace_whose_name_is_deleted_is_still_dumped() {
 #[ignore = "needs root: run `cargo xtask test`"]
 fn a_namespace_named_by_a_container_process_is_dumped() {
     require_root();
-    let ns = TestNetns::new("byproc");
-    let (_holder, held) = hold(&ns);
-    // The namespace file of a process, as one would name a container's;
-    // dumped through it while its inode matches.
+    // A namespace no name under /run/netns holds, only a root process with
+    // every capability, as a container's: twmon reads its /proc/PID/ns/net
+    // only with CAP_SYS_PTRACE.
+    let holder = Killed(
+        Command::new("unshare")
+            .args(["--net", "setpriv", "--pdeathsig", "KILL", "sleep", "600"])
+            .spawn()
+            .expect("running unshare"),
+    );
+    let held = format!("/proc/{}/ns/net", holder.0.id());
+    let inode = |path: &str| fs::metadata(path).map(|m| m.ino()).ok();
+    testkit::wait_until("the holder entered its own namespace", || {
+        inode(&held).is_some() && inode(&held) != inode("/proc/self/ns/net")
+    });
     let daemon = start(&["--netns", &held, "--snapshot-interval", "200ms"]);
     shown_once_dumped(&daemon, &held, 23456);
 }
