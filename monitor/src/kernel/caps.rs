@@ -57,10 +57,10 @@ pub fn require_tracing() -> Result<()> {
 
 /// Once the programs are attached, keeps only what the running daemon
 /// still uses: CAP_SYS_ADMIN to enter other network namespaces for
-/// sock_diag dumps, and CAP_SYS_PTRACE to find namespaces through the
-/// /proc/PID/ns/net of processes holding capabilities twmon would lack
-/// (containers): all of them by default, and with `--netns` the watched
-/// one once its file no longer names it.
+/// sock_diag dumps, and CAP_SYS_PTRACE to read /proc/PID/ns/net of
+/// processes holding capabilities twmon would lack (containers): to find
+/// every namespace, and with `--netns` to reach one given as such a file
+/// or followed there once its file no longer names it.
 /// Loading programs (CAP_BPF, CAP_PERFMON), mounting tracefs and raising
 /// RLIMIT_MEMLOCK are done by then; map and fdinfo reads go through fds
 /// already open.
