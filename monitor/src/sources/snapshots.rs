@@ -35,9 +35,6 @@ pub struct Snapshots {
     vanished: Vanished,
     /// CPU time the last dump took.
     last_cost: Duration,
-    /// Namespaces the last round could not dump though they are still
-    /// there (see `missed`).
-    last_missed: usize,
     /// CPU time (ns) applying the last round to the table took, written by
     /// whoever applies it (see [`Snapshots::apply_cost`]).
     apply_ns: Arc<AtomicU64>,
@@ -63,7 +60,6 @@ impl Snapshots {
             scope,
             own_inode,
             vanished: Vanished::new(grace),
-            last_missed: 0,
             last_cost: Duration::ZERO,
             apply_ns: Arc::default(),
         }
@@ -83,15 +79,9 @@ impl Snapshots {
         self.apply_ns.clone()
     }
 
-    /// Namespaces the last round could not dump though they are still
-    /// there.
-    pub fn last_missed(&self) -> usize {
-        self.last_missed
-    }
-
     /// The next round; `None` while the watched namespace is missing but
     /// still within its grace (nothing to dump, nothing to conclude).
-    pub async fn round(&mut self) -> Result<Option<SnapshotRound>> {
+    pub async fn round(&mut self) -> Result<Option<Taken>> {
         let scope = self.scope.clone();
         let own_inode = self.own_inode;
         let (dumped, cost) = tokio::task::spawn_blocking(move || {
@@ -115,7 +105,6 @@ impl Snapshots {
             missed,
             ..
         } = dumped?;
-        self.last_missed = missed;
         let look = self.vanished.look(&reachable, Instant::now());
         match &self.scope {
             Scope::One(ns) if reachable.is_empty() => {
@@ -139,8 +128,16 @@ impl Snapshots {
                 round.existing = Some(look.existing);
             }
         }
-        Ok(Some(round))
+        Ok(Some(Taken { round, missed }))
     }
+}
+
+/// A round as [`Snapshots::round`] took it.
+pub struct Taken {
+    pub round: SnapshotRound,
+    /// Namespaces it could not dump though they are still there (see
+    /// `missed`).
+    pub missed: usize,
 }
 
 /// One dump of a scope.
@@ -253,10 +250,9 @@ pub async fn schedule(
         tokio::time::sleep(wait).await;
         match snapshots.round().await {
             Ok(None) => {}
-            Ok(Some(round)) => {
+            Ok(Some(Taken { round, missed })) => {
                 let cpu = snapshots.last_cost();
                 let next = pace.next(cpu);
-                let missed = snapshots.last_missed();
                 let paced = Paced {
                     round,
                     cpu,
