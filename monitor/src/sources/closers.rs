@@ -216,6 +216,12 @@ mod tests {
         }
     }
 
+    /// The indices of the slots a round with no orphans frees.
+    fn stale_slots(open: &[(usize, Slot)], seen: &Seen, now_ns: u64) -> Vec<usize> {
+        let settled = settle(open, &[], seen, now_ns);
+        settled.stale.iter().map(|h| h.index).collect()
+    }
+
     #[test]
     fn an_orphan_takes_the_latest_close_of_its_four_tuple_begun_before_its_birth() {
         let open = [
@@ -260,8 +266,7 @@ mod tests {
             (1, slot(40000, now - LONGEST_CLOSE_NS - 2 * S, 1)),
             (2, slot(40001, now - S, 2)),
         ];
-        let stale = settle(&open, &[], &seen(&listing(&[])), now).stale;
-        assert_eq!(stale.iter().map(|h| h.index).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(stale_slots(&open, &seen(&listing(&[])), now), vec![1]);
     }
 
     #[test]
@@ -278,10 +283,8 @@ mod tests {
             round: &round,
             missed: 1,
         };
-        let stale = |r: &Seen| settle(&open, &[], r, now).stale;
-        let indices = |held: Vec<Held>| held.iter().map(|h| h.index).collect::<Vec<_>>();
-        assert_eq!(indices(stale(&missed)), vec![2]);
-        assert_eq!(indices(stale(&seen(&round))), vec![1, 2]);
+        assert_eq!(stale_slots(&open, &missed, now), vec![2]);
+        assert_eq!(stale_slots(&open, &seen(&round), now), vec![1, 2]);
     }
 
     #[test]
@@ -300,11 +303,7 @@ mod tests {
             (40000, TcpState::FinWait2, false),
             (40001, TcpState::FinWait2, true),
         ]);
-        let stale = settle(&open, &[], &seen(&round), now).stale;
-        assert_eq!(
-            stale.iter().map(|h| h.index).collect::<Vec<_>>(),
-            vec![2, 3]
-        );
+        assert_eq!(stale_slots(&open, &seen(&round), now), vec![2, 3]);
     }
 
     #[test]
