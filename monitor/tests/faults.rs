@@ -301,17 +301,10 @@ fn a_namespace_named_by_a_container_process_is_dumped() {
     // A namespace no name under /run/netns holds, only a root process with
     // every capability, as a container's: twmon reads its /proc/PID/ns/net
     // only with CAP_SYS_PTRACE.
-    let holder = Killed(
-        Command::new("unshare")
-            .args(["--net", "setpriv", "--pdeathsig", "KILL", "sleep", "600"])
-            .spawn()
-            .expect("running unshare"),
-    );
-    let held = format!("/proc/{}/ns/net", holder.0.id());
-    let inode = |path: &str| fs::metadata(path).map(|m| m.ino()).ok();
-    testkit::wait_until("the holder entered its own namespace", || {
-        inode(&held).is_some() && inode(&held) != inode("/proc/self/ns/net")
-    });
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--net", "setpriv", "--pdeathsig", "KILL", "sleep", "600"]);
+    let own = inode("/proc/self/ns/net");
+    let (_holder, held) = spawn_holder(unshare, "its own namespace", |ino| Some(ino) != own);
     let daemon = start(&["--netns", &held, "--snapshot-interval", "200ms"]);
     shown_once_dumped(&daemon, &held, 23456);
 }
@@ -322,19 +315,33 @@ fn a_namespace_named_by_a_container_process_is_dumped() {
 fn hold(ns: &TestNetns) -> (Killed, String) {
     // `ip netns exec` enters the namespace, then becomes setpriv, then
     // sleep, which dies with the test at the latest.
-    let holder = Killed(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args(["setpriv", "--pdeathsig", "KILL", "sleep", "600"])
-            .spawn()
-            .expect("running ip netns exec"),
-    );
+    let mut exec = Command::new("ip");
+    exec.args(["netns", "exec", &ns.name])
+        .args(["setpriv", "--pdeathsig", "KILL", "sleep", "600"]);
+    let target = inode(&ns.path());
+    spawn_holder(exec, "the namespace", |ino| Some(ino) == target)
+}
+
+/// Spawns `command`, a process that enters a network namespace and
+/// sleeps, and waits until the namespace it is in has an inode `entered`
+/// accepts (`what` names it for the timeout's message). The holder is
+/// killed when dropped.
+fn spawn_holder(
+    mut command: Command,
+    what: &str,
+    entered: impl Fn(u64) -> bool,
+) -> (Killed, String) {
+    let holder = Killed(command.spawn().expect("running the holder"));
     let held = format!("/proc/{}/ns/net", holder.0.id());
-    let inode = |path: &str| fs::metadata(path).map(|m| m.ino()).ok();
-    testkit::wait_until("the holder entered the namespace", || {
-        inode(&held).is_some() && inode(&held) == inode(&ns.path())
+    testkit::wait_until(&format!("the holder entered {what}"), || {
+        inode(&held).is_some_and(&entered)
     });
     (holder, held)
+}
+
+/// The inode of a namespace file, `None` while it cannot be read.
+fn inode(path: &str) -> Option<u64> {
+    fs::metadata(path).map(|m| m.ino()).ok()
 }
 
 /// Sets tcp_max_tw_buckets in the namespace `held` names and waits for
