@@ -7,8 +7,10 @@
 //!   whose order alternates; the figure is the median of the per-pair
 //!   throughput ratios, at 1 and 2 client threads; and, for scale, the same
 //!   with a bpftrace one-liner that only counts the state transitions
-//!   instead of twmon (one thread), and with an empty program on the same
-//!   hook (both: the floor no watcher of it can go below).
+//!   instead of twmon (one thread), with an empty program on the same hook
+//!   (both: the floor no watcher of it can go below), and with a program
+//!   there that only counts the transitions in a per-CPU array (both: what
+//!   any watcher that counts them pays).
 //! - **Loss**: at the highest churn two threads make, what the kernel could
 //!   not deliver (by reason), and how many timewait sockets carry the
 //!   process that closed them.

@@ -98,6 +98,11 @@ fn watcher_text(w: Watcher) -> String {
             "an empty program on the same hook (raw tracepoint {:?}: the floor)",
             floor::HOOK
         ),
+        Watcher::Counting => format!(
+            "a program on the same hook that only counts transitions in a per-CPU array \
+             (raw tracepoint {:?})",
+            floor::HOOK
+        ),
     }
 }
 
@@ -288,13 +293,16 @@ fn ratio_panel(s: &mut String, r: &Results, x0: f64) {
     let mut x = x0 + 10.0;
     for (i, (o, color)) in series
         .into_iter()
-        .zip(["#4477aa", "#66ccee", "#999999", "#bbbbbb", "#dddddd"])
+        .zip([
+            "#4477aa", "#66ccee", "#999999", "#bbbbbb", "#dddddd", "#ccbb44", "#eedd88",
+        ])
         .enumerate()
     {
         let label = match o.watcher {
             Watcher::Twmon => format!("twmon, {} thr", o.threads),
             Watcher::Bpftrace => format!("bpftrace, {} thr", o.threads),
             Watcher::Floor => format!("empty, {} thr", o.threads),
+            Watcher::Counting => format!("count, {} thr", o.threads),
         };
         let label_y = 272 + 13 * (i % 2);
         let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"{label_y}\">{label}</text>");

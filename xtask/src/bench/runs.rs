@@ -54,6 +54,9 @@ pub enum Watcher {
     /// An empty program on the same hook ([`floor`]): what any watcher of
     /// it pays.
     Floor,
+    /// A program on the same hook that only counts transitions in a per-CPU
+    /// array ([`floor`]): what any watcher that counts them pays.
+    Counting,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -160,12 +163,14 @@ pub fn all(bins: &Bins, plan: &Plan, out: &Path) -> Result<Results> {
             .overhead
             .push(overhead(bins, plan, Watcher::Twmon, threads, out)?);
     }
-    // The floor at both thread counts, as twmon; bpftrace at one suffices
-    // for scale.
+    // The floor and the counting program at both thread counts, as twmon;
+    // bpftrace at one suffices for scale.
     for (watcher, threads) in [
         (Watcher::Bpftrace, 1),
         (Watcher::Floor, 1),
         (Watcher::Floor, 2),
+        (Watcher::Counting, 1),
+        (Watcher::Counting, 2),
     ] {
         results
             .peers
@@ -273,10 +278,34 @@ fn watched(
         }
         // Runs in the kernel only, in the churn's own threads.
         Watcher::Floor => {
-            let _floor = floor::Floor::attach()?;
+            let _floor = floor::Floor::attach(floor::Program::Empty)?;
             Ok((churn(bins, ns, args)?, 0.0))
         }
+        Watcher::Counting => {
+            let counting = floor::Floor::attach(floor::Program::Counting)?;
+            let run = churn(bins, ns, args)?;
+            ran_on_every_connection(counting.counted()?, &run)?;
+            Ok((run, 0.0))
+        }
     }
+}
+
+/// Checks that the counting program saw `counted` transitions, at least
+/// the four each connection of `run` makes at the least (the client's
+/// SYN_SENT -> ESTABLISHED -> FIN_WAIT1 -> FIN_WAIT2 -> CLOSE): a program
+/// that did not run would make its ratio a floor's.
+fn ran_on_every_connection(counted: u64, run: &Churn) -> Result<()> {
+    let made = run.connections - run.errors;
+    eprintln!(
+        "xtask: bench: the counting program counted {counted} transitions, {:.1} per connection",
+        counted as f64 / made.max(1) as f64
+    );
+    if counted < 4 * made {
+        bail!(
+            "the counting program counted {counted} transitions for {made} connections: it did not run on each"
+        );
+    }
+    Ok(())
 }
 
 fn loss(bins: &Bins, plan: &Plan, out: &Path) -> Result<Loss> {
