@@ -47,35 +47,30 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
         | ((imm as u32 as u64) << 32)
 }
 
-/// Where [`counting`] puts the map's fd (the first half of a 64-bit load).
-const MAP_FD_AT: usize = 7;
-
 /// The counting program, for the map whose fd is `map_fd`. A raw
 /// tracepoint's context is its arguments as u64s: the socket, the old
 /// state, the new state.
 fn counting(map_fd: i32) -> [u64; 18] {
-    let mut p = [
-        insn(0x79, 6, 1, 8, 0),   // r6 = *(u64 *)(r1 + 8): old state
-        insn(0x79, 7, 1, 16, 0),  // r7 = *(u64 *)(r1 + 16): new state
-        insn(0x57, 6, 0, 0, 15),  // r6 &= 15
-        insn(0x67, 6, 0, 0, 4),   // r6 <<= 4
-        insn(0x57, 7, 0, 0, 15),  // r7 &= 15
-        insn(0x4f, 6, 7, 0, 0),   // r6 |= r7
-        insn(0x63, 10, 6, -4, 0), // *(u32 *)(r10 - 4) = r6: the key
-        insn(0x18, 1, 1, 0, 0),   // r1 = the map (fd, BPF_PSEUDO_MAP_FD) ...
-        insn(0, 0, 0, 0, 0),      // ... its upper half
-        insn(0xbf, 2, 10, 0, 0),  // r2 = r10
-        insn(0x07, 2, 0, 0, -4),  // r2 += -4
-        insn(0x85, 0, 0, 0, 1),   // call bpf_map_lookup_elem
-        insn(0x15, 0, 0, 3, 0),   // if r0 == 0 goto +3
-        insn(0x79, 1, 0, 0, 0),   // r1 = *(u64 *)(r0 + 0)
-        insn(0x07, 1, 0, 0, 1),   // r1 += 1
-        insn(0x7b, 0, 1, 0, 0),   // *(u64 *)(r0 + 0) = r1
-        insn(0xb7, 0, 0, 0, 0),   // r0 = 0
-        insn(0x95, 0, 0, 0, 0),   // exit
-    ];
-    p[MAP_FD_AT] = insn(0x18, 1, 1, 0, map_fd);
-    p
+    [
+        insn(0x79, 6, 1, 8, 0),      // r6 = *(u64 *)(r1 + 8): old state
+        insn(0x79, 7, 1, 16, 0),     // r7 = *(u64 *)(r1 + 16): new state
+        insn(0x57, 6, 0, 0, 15),     // r6 &= 15
+        insn(0x67, 6, 0, 0, 4),      // r6 <<= 4
+        insn(0x57, 7, 0, 0, 15),     // r7 &= 15
+        insn(0x4f, 6, 7, 0, 0),      // r6 |= r7
+        insn(0x63, 10, 6, -4, 0),    // *(u32 *)(r10 - 4) = r6: the key
+        insn(0x18, 1, 1, 0, map_fd), // r1 = the map (fd, BPF_PSEUDO_MAP_FD) ...
+        insn(0, 0, 0, 0, 0),         // ... its upper half
+        insn(0xbf, 2, 10, 0, 0),     // r2 = r10
+        insn(0x07, 2, 0, 0, -4),     // r2 += -4
+        insn(0x85, 0, 0, 0, 1),      // call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 3, 0),      // if r0 == 0 goto +3
+        insn(0x79, 1, 0, 0, 0),      // r1 = *(u64 *)(r0 + 0)
+        insn(0x07, 1, 0, 0, 1),      // r1 += 1
+        insn(0x7b, 0, 1, 0, 0),      // *(u64 *)(r0 + 0) = r1
+        insn(0xb7, 0, 0, 0, 0),      // r0 = 0
+        insn(0x95, 0, 0, 0, 0),      // exit
+    ]
 }
 
 /// What to attach.
@@ -141,7 +136,7 @@ const _: () = assert!(std::mem::size_of::<MapLookup>() == 128);
 const _: () = assert!(std::mem::size_of::<RawTracepointOpen>() == 128);
 
 /// A program, attached until dropped.
-pub struct Floor {
+pub struct Attached {
     // Closing the link detaches the program; the program's own fd and its
     // map go after it.
     _link: OwnedFd,
@@ -149,8 +144,8 @@ pub struct Floor {
     counters: Option<OwnedFd>,
 }
 
-impl Floor {
-    pub fn attach(program: Program) -> Result<Floor> {
+impl Attached {
+    pub fn attach(program: Program) -> Result<Attached> {
         let (counters, insns) = match program {
             Program::Empty => (None, EMPTY.to_vec()),
             Program::Counting => {
@@ -183,7 +178,7 @@ impl Floor {
         };
         let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut open)
             .with_context(|| format!("attaching the {program:?} BPF program to {HOOK:?}"))?;
-        Ok(Floor {
+        Ok(Attached {
             _link: link,
             _prog: prog,
             counters,
@@ -260,4 +255,18 @@ fn bpf_call<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
         return Err(io::Error::last_os_error());
     }
     Ok(ret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_encode_as_the_kernel_reads_them() {
+        assert_eq!([insn(0xb7, 0, 0, 0, 0), insn(0x95, 0, 0, 0, 0)], EMPTY);
+        // *(u32 *)(r10 - 4) = r6: src in the high nibble, offset two's
+        // complement.
+        assert_eq!(insn(0x63, 10, 6, -4, 0), 0x0000_0000_fffc_6a63);
+        assert_eq!(insn(0x07, 2, 0, 0, -4), 0xffff_fffc_0000_0207);
+    }
 }

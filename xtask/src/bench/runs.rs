@@ -278,11 +278,11 @@ fn watched(
         }
         // Runs in the kernel only, in the churn's own threads.
         Watcher::Floor => {
-            let _floor = floor::Floor::attach(floor::Program::Empty)?;
+            let _floor = floor::Attached::attach(floor::Program::Empty)?;
             Ok((churn(bins, ns, args)?, 0.0))
         }
         Watcher::Counting => {
-            let counting = floor::Floor::attach(floor::Program::Counting)?;
+            let counting = floor::Attached::attach(floor::Program::Counting)?;
             let run = churn(bins, ns, args)?;
             ran_on_every_connection(counting.counted()?, &run)?;
             Ok((run, 0.0))
