@@ -140,8 +140,8 @@ impl Population {
 pub struct Results {
     pub kernel: String,
     pub overhead: Vec<Overhead>,
-    /// The same as `overhead`, watched by bpftrace (one thread) and by the
-    /// empty program (one and two) instead, for scale.
+    /// The same as `overhead`, watched by bpftrace (one thread), the empty
+    /// program and the counting one (one and two each) instead, for scale.
     pub peers: Vec<Overhead>,
     pub loss: Option<Loss>,
     pub populations: Vec<Population>,
